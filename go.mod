@@ -1,0 +1,3 @@
+module github.com/tunrouter/router
+
+go 1.26.8
