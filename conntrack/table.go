@@ -1,0 +1,318 @@
+//go:build ctwip
+
+package conntrack
+
+import (
+	"math/bits"
+
+	"github.com/tunrouter/router/packet"
+)
+
+// Table is one worker's connection table.
+//
+// Layout (chosen for memory per entry and for the garbage collector):
+// entries live in pages of a slab ([]conn holds no pointers, so the GC never
+// scans it); each entry is linked into two hash chains, one for its
+// original tuple and one for its reply tuple, through the next indexes it
+// carries; bucket heads are a []uint32. A node reference is
+// (entry index << 1 | direction) + 1, zero ends a chain. The rare data
+// (NAT bindings, helper state, master link) sits in a separate extension
+// slab that only some entries use.
+//
+// A Table is not safe for concurrent use: it belongs to one goroutine (see
+// the package comment).
+type Table struct {
+	cfg     Config
+	worker  uint8
+	seed    uint64
+	max     int
+	buckets []uint32
+	mask    uint32
+
+	pages    [][]conn
+	freeHead uint32 // index+1 of the first free entry (linked through next[0])
+	nslots   uint32 // entries ever allocated (slab high-water mark)
+	n        int    // live entries (confirmed or tentative)
+
+	exts     []connExt
+	extFree  []uint32
+	helpers  []Helper
+	expect   *Expectations
+	events   EventSink
+	gcCursor uint32
+
+	stats Stats
+}
+
+const (
+	pageShift = 10
+	pageSize  = 1 << pageShift
+	pageMask  = pageSize - 1
+)
+
+// conn is one connection entry. Keep it small and pointer-free: one lives
+// per tracked connection (see BENCHMARKS.md for bytes per connection).
+type conn struct {
+	orig    packet.FlowKey
+	status  Status
+	next    [2]uint32 // chain links for the original and reply tuple
+	expires int64     // ns
+	created int64     // ns
+	packets [2]uint64
+	bytes   [2]uint64
+	tcp     tcpConn
+	ext     uint32 // index+1 into Table.exts, 0 when none
+	gen     uint32 // generation, part of the ConnID; bumped on reuse
+	live    bool
+	linked  bool // confirmed: in the hash chains
+}
+
+// connExt holds what only some connections need.
+type connExt struct {
+	reply       packet.FlowKey // reply tuple when it is not the inverse of orig (NAT)
+	hasReply    bool
+	helper      uint8 // index+1 into Table.helpers
+	master      ConnID
+	helperState any
+}
+
+// HelperID names a helper registered with NewTable (index+1; 0 is none).
+type HelperID uint8
+
+// TableOptions configures a Table beyond Config.
+type TableOptions struct {
+	// Worker is the owner's index, embedded in ConnIDs so they are unique
+	// across the pipeline's tables.
+	Worker uint8
+	// Seed keys the hash (use the same value for every table of a
+	// pipeline only if you want deterministic layouts; a random one
+	// otherwise).
+	Seed uint64
+	// Max overrides Config.Max for this table (the pipeline divides the
+	// global limit among workers).
+	Max int
+	// Helpers are the helpers rules may attach; HelperID i is Helpers[i-1].
+	Helpers []Helper
+	// Expect is the expectation table shared by all workers (nil: none).
+	Expect *Expectations
+	// Events receives connection events (nil: none).
+	Events EventSink
+}
+
+// NewTable returns an empty table.
+func NewTable(cfg Config, opt TableOptions) *Table {
+	max := cfg.Max
+	if opt.Max > 0 {
+		max = opt.Max
+	}
+	if max <= 0 {
+		max = DefaultConfig().Max
+	}
+	nb := uint32(1) << bits.Len32(uint32(2*max-1))
+	if nb < 64 {
+		nb = 64
+	}
+	t := &Table{
+		cfg:     cfg,
+		worker:  opt.Worker,
+		seed:    opt.Seed,
+		max:     max,
+		buckets: make([]uint32, nb),
+		mask:    nb - 1,
+		helpers: opt.Helpers,
+		expect:  opt.Expect,
+		events:  opt.Events,
+	}
+	return t
+}
+
+// Len returns the number of live entries.
+func (t *Table) Len() int { return t.n }
+
+// Max returns the table's entry limit.
+func (t *Table) Max() int { return t.max }
+
+// SetConfig replaces the tunables (timeouts, flags) for future packets.
+// Max and the hash layout are fixed at creation.
+func (t *Table) SetConfig(cfg Config) { t.cfg = cfg }
+
+func (t *Table) at(i uint32) *conn { return &t.pages[i>>pageShift][i&pageMask] }
+
+func (t *Table) id(i uint32) ConnID {
+	c := t.at(i)
+	return ConnID(uint64(t.worker)<<56 | uint64(c.gen&0xffffff)<<32 | uint64(i))
+}
+
+// lookupIndex resolves an id to an entry index.
+func (t *Table) lookupIndex(id ConnID) (uint32, bool) {
+	if uint8(id>>56) != t.worker {
+		return 0, false
+	}
+	i := uint32(id)
+	if i >= t.nslots {
+		return 0, false
+	}
+	c := t.at(i)
+	if !c.live || !c.linked || c.gen&0xffffff != uint32(id>>32)&0xffffff {
+		return 0, false
+	}
+	return i, true
+}
+
+func (t *Table) ext(c *conn) *connExt {
+	if c.ext == 0 {
+		return nil
+	}
+	return &t.exts[c.ext-1]
+}
+
+func (t *Table) extOrNew(c *conn) *connExt {
+	if c.ext != 0 {
+		return &t.exts[c.ext-1]
+	}
+	var i uint32
+	if n := len(t.extFree); n > 0 {
+		i = t.extFree[n-1]
+		t.extFree = t.extFree[:n-1]
+	} else {
+		t.exts = append(t.exts, connExt{})
+		i = uint32(len(t.exts) - 1)
+	}
+	c.ext = i + 1
+	return &t.exts[i]
+}
+
+// tuple returns the entry's tuple for direction d.
+func (t *Table) tuple(c *conn, d Dir) packet.FlowKey {
+	if d == Original {
+		return c.orig
+	}
+	if e := t.ext(c); e != nil && e.hasReply {
+		return e.reply
+	}
+	r, _ := c.orig.Invert()
+	return r
+}
+
+// matchReply reports whether k is the inverse of o without building it.
+func matchReply(k *packet.FlowKey, o *packet.FlowKey) bool {
+	if k.Src != o.Dst || k.Dst != o.Src || k.Proto != o.Proto || k.Family != o.Family {
+		return false
+	}
+	if !k.Proto.IsICMP() {
+		return k.SrcPort == o.DstPort && k.DstPort == o.SrcPort
+	}
+	inv, ok := o.Invert()
+	return ok && inv.SrcPort == k.SrcPort && inv.DstPort == k.DstPort
+}
+
+// find looks k up in the hash chains and returns the entry index and the
+// direction k matched. Expired entries are not returned (the caller reaps).
+func (t *Table) find(k *packet.FlowKey) (idx uint32, d Dir, ok bool) {
+	b := uint32(k.Hash(t.seed)) & t.mask
+	for ref := t.buckets[b]; ref != 0; {
+		i, dir := (ref-1)>>1, Dir((ref-1)&1)
+		c := t.at(i)
+		if dir == Original {
+			if c.orig == *k {
+				return i, Original, true
+			}
+		} else if e := t.ext(c); e != nil && e.hasReply {
+			if e.reply == *k {
+				return i, Reply, true
+			}
+		} else if matchReply(k, &c.orig) {
+			return i, Reply, true
+		}
+		ref = c.next[dir]
+	}
+	return 0, 0, false
+}
+
+func (t *Table) link(i uint32) {
+	c := t.at(i)
+	for d := Original; d <= Reply; d++ {
+		k := t.tuple(c, d)
+		b := uint32(k.Hash(t.seed)) & t.mask
+		c.next[d] = t.buckets[b]
+		t.buckets[b] = i<<1 | uint32(d) + 1
+	}
+	c.linked = true
+	c.status |= StatusConfirmed
+}
+
+func (t *Table) unlink(i uint32) {
+	c := t.at(i)
+	if !c.linked {
+		return
+	}
+	for d := Original; d <= Reply; d++ {
+		k := t.tuple(c, d)
+		b := uint32(k.Hash(t.seed)) & t.mask
+		want := i<<1 | uint32(d) + 1
+		p := &t.buckets[b]
+		for *p != 0 {
+			if *p == want {
+				*p = c.next[d]
+				break
+			}
+			pi, pd := (*p-1)>>1, Dir((*p-1)&1)
+			p = &t.at(pi).next[pd]
+		}
+	}
+	c.linked = false
+}
+
+// alloc takes a free entry (not linked) or returns false when the table is
+// at its limit.
+func (t *Table) alloc() (uint32, bool) {
+	if t.n >= t.max {
+		return 0, false
+	}
+	var i uint32
+	if t.freeHead != 0 {
+		i = t.freeHead - 1
+		t.freeHead = t.at(i).next[0]
+	} else {
+		if t.nslots>>pageShift >= uint32(len(t.pages)) {
+			t.pages = append(t.pages, make([]conn, pageSize))
+		}
+		i = t.nslots
+		t.nslots++
+	}
+	c := t.at(i)
+	gen := c.gen + 1
+	*c = conn{gen: gen, live: true}
+	t.n++
+	return i, true
+}
+
+// free releases entry i (already unlinked).
+func (t *Table) free(i uint32) {
+	c := t.at(i)
+	if e := t.ext(c); e != nil {
+		*e = connExt{}
+		t.extFree = append(t.extFree, c.ext-1)
+	}
+	gen := c.gen
+	*c = conn{gen: gen}
+	c.next[0] = t.freeHead
+	t.freeHead = i + 1
+	t.n--
+}
+
+// destroy removes a confirmed entry: unlink, drop its expectations, emit
+// the event, free.
+func (t *Table) destroy(i uint32, why EventType) {
+	c := t.at(i)
+	if c.status&StatusHelper != 0 && t.expect != nil {
+		t.expect.RemoveMaster(t.id(i))
+	}
+	if t.events != nil && c.linked {
+		var info EntryInfo
+		t.fill(i, &info, 0)
+		t.events.Event(why, &info)
+	}
+	t.unlink(i)
+	t.free(i)
+}
