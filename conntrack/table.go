@@ -1,5 +1,3 @@
-//go:build ctwip
-
 package conntrack
 
 import (
