@@ -1,0 +1,206 @@
+package pipeline
+
+import (
+	"errors"
+	"math/bits"
+	"os"
+	"sync/atomic"
+
+	"github.com/tunrouter/router/defrag"
+	"github.com/tunrouter/router/packet"
+)
+
+// batch is the unit a reader hands to workers: the packets of one Read,
+// decoded, each marked with the worker that owns it. A batch goes to every
+// worker that owns one of its packets; each decrements refs once when it
+// is done, and the last one returns the batch to its reader's free list.
+type batch struct {
+	port  int
+	n     int
+	now   int64
+	bufs  [][]byte // each of capacity bufSize; packet i is bufs[i][bufOffset:bufOffset+sizes[i]]
+	sizes []int
+	pkts  []packet.Parsed
+	owner []uint8  // worker of packet i, or noOwner
+	frag  []uint16 // for reassembled datagrams: the largest fragment's size, else 0
+	refs  atomic.Int32
+	home  chan *batch
+}
+
+const noOwner = 0xff
+
+func newBatch(size int, home chan *batch) *batch {
+	b := &batch{
+		bufs:  make([][]byte, size),
+		sizes: make([]int, size),
+		pkts:  make([]packet.Parsed, size),
+		owner: make([]uint8, size),
+		frag:  make([]uint16, size),
+		home:  home,
+	}
+	for i := range b.bufs {
+		b.bufs[i] = make([]byte, bufSize)
+	}
+	return b
+}
+
+// release is called once by each recipient (and by the reader for
+// recipients it could not reach).
+func (b *batch) release() {
+	if b.refs.Add(-1) == 0 {
+		b.home <- b
+	}
+}
+
+// reader reads one device queue.
+type reader struct {
+	p     *Pipeline
+	port  int
+	queue int
+	dev   Device
+	free  chan *batch
+	defr  *defrag.Table
+	stats readerStats
+}
+
+type readerStats struct {
+	reads, packets, bytes atomic.Uint64
+	queueFull             atomic.Uint64 // packets dropped: worker queue full
+	readErrors            atomic.Uint64
+	fragHeld              atomic.Uint64
+}
+
+func newReader(p *Pipeline, port, queue int, dev Device) *reader {
+	size := dev.BatchSize()
+	if size < 1 {
+		size = 1
+	}
+	nb := len(p.workers)*p.cfg.QueueDepth + 2
+	r := &reader{
+		p: p, port: port, queue: queue, dev: dev,
+		free: make(chan *batch, nb),
+		defr: defrag.New(p.cfg.Defrag),
+	}
+	for i := 0; i < nb; i++ {
+		r.free <- newBatch(size, r.free)
+	}
+	return r
+}
+
+func (r *reader) run() {
+	defer r.p.readerWG.Done()
+	var errRun int
+	for {
+		b := <-r.free
+		for i := range b.bufs {
+			b.bufs[i] = b.bufs[i][:cap(b.bufs[i])]
+		}
+		n, err := r.dev.Read(b.bufs, b.sizes, bufOffset)
+		if r.p.closed.Load() {
+			r.free <- b
+			return
+		}
+		if err != nil {
+			r.free <- b
+			if errors.Is(err, os.ErrClosed) {
+				return
+			}
+			r.stats.readErrors.Add(1)
+			errRun++
+			if errRun > 1000 {
+				r.p.log.Error("device read keeps failing, stopping its reader",
+					"device", r.p.ports[r.port].Name, "queue", r.queue, "err", err)
+				return
+			}
+			if errRun == 1 || errRun%100 == 0 {
+				r.p.log.Warn("device read failed", "device", r.p.ports[r.port].Name, "queue", r.queue, "err", err)
+			}
+			continue
+		}
+		errRun = 0
+		if n == 0 {
+			r.free <- b
+			continue
+		}
+		r.dispatch(b, n)
+	}
+}
+
+// dispatch decodes the n packets of b, reassembles fragments and sends b
+// to every worker that owns one of its packets.
+func (r *reader) dispatch(b *batch, n int) {
+	p := r.p
+	now := p.clock()
+	b.port, b.n, b.now = r.port, n, now
+	r.stats.reads.Add(1)
+	r.stats.packets.Add(uint64(n))
+	nw := uint64(len(p.workers))
+	var mask uint64
+	var bytes uint64
+	for i := 0; i < n; i++ {
+		bytes += uint64(b.sizes[i])
+		pkt := &b.pkts[i]
+		pkt.Decode(b.bufs[i][bufOffset : bufOffset+b.sizes[i]])
+		b.frag[i] = 0
+		if pkt.Fragment && pkt.Err == packet.ErrNone {
+			whole, maxFrag, ok := r.reassemble(pkt, now)
+			if !ok {
+				b.owner[i] = noOwner
+				continue
+			}
+			m := copy(b.bufs[i][bufOffset:cap(b.bufs[i])], whole)
+			b.sizes[i] = m
+			pkt.Decode(b.bufs[i][bufOffset : bufOffset+m])
+			b.frag[i] = maxFrag
+		}
+		w := uint8(steer(pkt, p.seed) % nw)
+		b.owner[i] = w
+		mask |= 1 << w
+	}
+	r.stats.bytes.Add(bytes)
+	if mask == 0 {
+		b.home <- b
+		return
+	}
+	b.refs.Store(int32(bits.OnesCount64(mask)))
+	for m := mask; m != 0; m &= m - 1 {
+		w := p.workers[bits.TrailingZeros64(m)]
+		select {
+		case w.in <- b:
+		default:
+			dropped := 0
+			for i := 0; i < n; i++ {
+				if b.owner[i] == uint8(w.id) {
+					dropped++
+				}
+			}
+			r.stats.queueFull.Add(uint64(dropped))
+			b.release()
+		}
+	}
+}
+
+// reassemble hands a fragment to the defragmenter; ok is true when it
+// completed a datagram, which is returned with the size of its largest
+// fragment.
+func (r *reader) reassemble(pkt *packet.Parsed, now int64) (whole []byte, maxFrag uint16, ok bool) {
+	whole, maxFrag, ok = r.defr.Add(pkt, now)
+	if !ok {
+		r.stats.fragHeld.Add(1)
+	}
+	return whole, maxFrag, ok
+}
+
+// steer picks the hash that sends a packet to its connection's worker: the
+// symmetric hash of its key, or of the quoted packet's key for ICMP
+// errors. Undecodable packets are spread by address.
+func steer(p *packet.Parsed, seed uint64) uint64 {
+	if p.InnerOff != 0 && p.InnerErr == packet.ErrNone {
+		return p.Inner.SymHash(seed)
+	}
+	if p.Err != packet.ErrNone || p.Fragment {
+		k := packet.FlowKey{Src: p.Key.Src, Dst: p.Key.Dst, Family: p.Key.Family}
+		return k.SymHash(seed)
+	}
+	return p.Key.SymHash(seed)
+}
