@@ -207,7 +207,8 @@ func (e *Expectations) slot(k *packet.FlowKey) uint64 {
 //  4. If maxPerMaster > 0 and the master already has that many
 //     expectations of x's class, its oldest one of that class is evicted
 //     (counted as Evicted); if it still has that many, ErrExpectMasterLimit.
-//  5. If the table holds max expectations, ErrExpectTableFull.
+//  5. If the table holds max live expectations, ErrExpectTableFull
+//     (expired ones are reaped first).
 func (e *Expectations) Add(x Expectation, maxPerMaster int, now int64) error {
 	if (x.Tuple.Family != 4 && x.Tuple.Family != 6) || x.Master == 0 || x.Expires <= now {
 		e.stats.refusedInvalid.Add(1)
@@ -270,8 +271,14 @@ func (e *Expectations) Add(x Expectation, maxPerMaster int, now int64) error {
 	}
 
 	if e.max > 0 && e.n.Load() >= int64(e.max) {
-		e.stats.refTableFull.Add(1)
-		return ErrExpectTableFull
+		// Only live expectations count (the kernel's timers remove them at
+		// expiry): reap the expired ones before refusing. Each entry is
+		// reaped once, so this is amortised O(log n).
+		e.stats.expired.Add(uint64(e.reapLocked(now, e.max)))
+		if e.n.Load() >= int64(e.max) {
+			e.stats.refTableFull.Add(1)
+			return ErrExpectTableFull
+		}
 	}
 	e.insertLocked(&x, d)
 	e.stats.created.Add(1)
@@ -434,12 +441,17 @@ func (e *Expectations) Reap(now int64, budget int) int {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	n := e.reapLocked(now, budget)
+	e.stats.expired.Add(uint64(n))
+	return n
+}
+
+func (e *Expectations) reapLocked(now int64, budget int) int {
 	n := 0
 	for n < budget && len(e.timers) > 0 && e.timers[0].x.Expires <= now {
 		e.removeLocked(e.timers[0])
 		n++
 	}
-	e.stats.expired.Add(uint64(n))
 	return n
 }
 
