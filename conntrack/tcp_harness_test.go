@@ -365,8 +365,9 @@ type expectStep struct {
 	state TCPState // state after the packet (checked when the entry exists)
 	// Optional checks.
 	reason   Reason
-	gone     bool // entry must not exist afterwards
-	recreate bool // an old entry must have been replaced
+	detail   tcpDetail // checked when not tcpDetailNone
+	gone     bool      // entry must not exist afterwards
+	recreate bool      // an old entry must have been replaced
 	status   Status
 	advance  time.Duration // advance the clock before sending
 }
@@ -383,6 +384,9 @@ func runSteps(t *testing.T, sim *tcpSim, steps []expectStep) {
 		}
 		if x.reason != ReasonNone && got.reason != x.reason {
 			t.Fatalf("%s: reason %q, want %q", where, got.reason, x.reason)
+		}
+		if x.detail != tcpDetailNone && got.out.detail != x.detail {
+			t.Fatalf("%s: detail %q, want %q", where, got.out.detail, x.detail)
 		}
 		if x.gone {
 			if got.exists {
