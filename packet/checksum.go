@@ -129,6 +129,10 @@ func (p *Parsed) SetL4Checksum() {
 		at = 16
 	case UDP:
 		at = 6
+		// The UDP checksum covers the UDP length, not any IP padding.
+		if ul := int(p.UDPLength); ul >= 8 && ul < len(seg) {
+			seg = seg[:ul]
+		}
 	case ICMP, ICMPv6:
 		at = 2
 	default:
@@ -149,9 +153,16 @@ func (p *Parsed) SetL4Checksum() {
 	binary.BigEndian.PutUint16(seg[at:], c)
 }
 
-// SetIPv4Checksum recomputes the IPv4 header checksum of b.
+// SetIPv4Checksum recomputes the IPv4 header checksum of b. It does
+// nothing when b does not hold the header its IHL field claims.
 func SetIPv4Checksum(b []byte) {
+	if len(b) < 20 {
+		return
+	}
 	ihl := int(b[0]&0x0f) * 4
+	if ihl < 20 || ihl > len(b) {
+		return
+	}
 	b[10], b[11] = 0, 0
 	binary.BigEndian.PutUint16(b[10:], ^Checksum(b[:ihl], 0))
 }

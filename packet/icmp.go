@@ -74,8 +74,11 @@ func IsICMPError(t uint8) bool {
 	return false
 }
 
-// IsICMPv6Error reports whether an ICMPv6 type is an error (types 1-4).
-func IsICMPv6Error(t uint8) bool { return t >= 1 && t <= 4 }
+// IsICMPv6Error reports whether an ICMPv6 type is an error message: the
+// high-order bit of the type is clear (RFC 4443 2.1). Besides the four
+// defined errors (1-4) this includes the unassigned types 0 and 5-127,
+// which the kernel also sends down its error path.
+func IsICMPv6Error(t uint8) bool { return t < 128 }
 
 // IsICMPv6Untracked reports whether an ICMPv6 type is one the kernel never
 // tracks (MLD, router and neighbour discovery, multicast router discovery):

@@ -149,20 +149,34 @@ type Parsed struct {
 // to Decode).
 func (p *Parsed) Buf() []byte { return p.b }
 
-// Payload returns the transport payload.
+// Payload returns the transport payload. For a UDP datagram whose UDP
+// length is shorter than the IP payload, the bytes past the UDP length are
+// padding and not part of it.
 func (p *Parsed) Payload() []byte {
-	if p.PayloadOff >= len(p.b) {
+	end := p.payloadEnd()
+	if p.PayloadOff >= end {
 		return nil
 	}
-	return p.b[p.PayloadOff:]
+	return p.b[p.PayloadOff:end]
 }
 
 // PayloadLen returns the length of the transport payload.
 func (p *Parsed) PayloadLen() int {
-	if p.PayloadOff >= len(p.b) {
+	end := p.payloadEnd()
+	if p.PayloadOff >= end {
 		return 0
 	}
-	return len(p.b) - p.PayloadOff
+	return end - p.PayloadOff
+}
+
+func (p *Parsed) payloadEnd() int {
+	end := len(p.b)
+	if p.Proto == UDP && p.Err == ErrNone && !p.Fragment {
+		if e := p.L4Off + int(p.UDPLength); e < end {
+			end = e
+		}
+	}
+	return end
 }
 
 // IsICMPError reports whether the packet is an ICMP or ICMPv6 error (or a
@@ -438,22 +452,24 @@ func (p *Parsed) decodeICMP(b []byte, off int, v6 bool) {
 	}
 	p.ICMPType, p.ICMPCode = rest[0], rest[1]
 	p.PayloadOff = off + 8
-	var isErr, isQuery bool
+	// Errors quote a packet only when the ICMP version matches the IP
+	// version (the kernel runs its ICMP error path only for ICMP over IPv4
+	// and ICMPv6 over IPv6). Every other message carries an identifier in
+	// bytes 4-5, which is what the kernel's tuple takes for all of them.
+	var isErr bool
 	if v6 {
-		isErr = IsICMPv6Error(p.ICMPType)
-		isQuery = p.ICMPType >= 128
+		isErr = p.Family == 6 && IsICMPv6Error(p.ICMPType)
 	} else {
-		isErr = IsICMPError(p.ICMPType)
-		isQuery = !isErr
+		isErr = p.Family == 4 && IsICMPError(p.ICMPType)
 	}
-	if isQuery {
+	if !isErr {
 		p.ICMPID = binary.BigEndian.Uint16(rest[4:6])
 		p.Key.SrcPort = p.ICMPID
 	}
 	p.Key.DstPort = uint16(p.ICMPType)<<8 | uint16(p.ICMPCode)
 	if isErr {
 		p.decodeInner(b, off+8, v6)
-	} else if v6 && p.ICMPType == ICMPv6Redirect && p.ICMPCode == 0 {
+	} else if v6 && p.Family == 6 && p.ICMPType == ICMPv6Redirect && p.ICMPCode == 0 {
 		p.decodeRedirect6(b, off)
 	}
 }
@@ -566,8 +582,9 @@ func (p *Parsed) decodeInner(b []byte, off int, v6 bool) {
 		}
 		k.DstPort = uint16(r[0])<<8 | uint16(r[1])
 		t := r[0]
-		isQuery := (k.Proto == ICMP && !IsICMPError(t)) || (k.Proto == ICMPv6 && t >= 128)
-		if isQuery {
+		isErr := (k.Proto == ICMP && k.Family == 4 && IsICMPError(t)) ||
+			(k.Proto == ICMPv6 && k.Family == 6 && IsICMPv6Error(t))
+		if !isErr {
 			k.SrcPort = binary.BigEndian.Uint16(r[4:6])
 		}
 	}
