@@ -11,7 +11,7 @@ import (
 // flag combinations, interface indexes (bit 255: no interface).
 type bits256 [4]uint64
 
-func (b *bits256) set(i uint8)     { b[i>>6] |= 1 << (i & 63) }
+func (b *bits256) set(i uint8)      { b[i>>6] |= 1 << (i & 63) }
 func (b *bits256) has(i uint8) bool { return b[i>>6]&(1<<(i&63)) != 0 }
 
 func (b bits256) not() bits256 { return bits256{^b[0], ^b[1], ^b[2], ^b[3]} }
