@@ -72,6 +72,10 @@ type Config struct {
 
 	// FD, when positive, adopts an inherited, already attached TUN file
 	// descriptor (from a rootless launcher) instead of creating a device.
+	// It must have been attached with IFF_TUN|IFF_NO_PI, optionally with
+	// IFF_VNET_HDR (and the default 10-byte header size). IFF_NO_PI is the
+	// launcher's responsibility: the kernel does not report it back (the
+	// bit doubles as IFF_NOFILTER in TUNGETIFF), so Open cannot check it.
 	// On success the Device owns the descriptor and Close closes it; the
 	// link itself is not removed. On failure the descriptor is left open
 	// and untouched. MTU, Addresses, Routes and Up are still applied when

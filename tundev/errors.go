@@ -37,8 +37,9 @@ var (
 	ErrNoNetns = errors.New("network namespace not found")
 
 	// ErrNotTUN reports that the descriptor passed in Config.FD is not an
-	// attached TUN device usable by the router (it is closed, a TAP device,
-	// a TUN with packet information headers, or not a TUN at all).
+	// attached TUN device usable by the router (it is closed, not attached
+	// to a device, a TAP device, uses a virtio-net header size other than
+	// 10, or is not a TUN at all).
 	ErrNotTUN = errors.New("file descriptor is not a usable TUN device")
 
 	// ErrInvalidConfig reports a Config that Open rejects before touching

@@ -55,10 +55,16 @@ type Device struct {
 	closeErr  error
 }
 
-// queue is one wireguard TUN queue. Its MTU method asks the device's own
-// namespace over netlink: wireguard's looks the name up in the calling
-// thread's namespace, which is wrong (or another link) for a device created
-// elsewhere. Everything else, including the hot Read/Write path, is
+// queue is one wireguard TUN queue with two corrections:
+//
+//   - MTU asks the device's own namespace over netlink: wireguard's looks
+//     the name up in the calling thread's namespace, which is wrong (or
+//     another link) for a device created elsewhere.
+//   - Read reports os.ErrClosed once the link has been deleted under it
+//     (ip link del): the detached descriptor then polls as an error and
+//     wireguard would return a generic "not pollable" error forever.
+//
+// Everything else, including the hot path of Read and Write, is
 // wireguard's.
 type queue struct {
 	tun.Device
@@ -66,6 +72,33 @@ type queue struct {
 }
 
 func (q *queue) MTU() (int, error) { return q.d.MTU() }
+
+func (q *queue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n, err := q.Device.Read(bufs, sizes, offset)
+	if err != nil && n == 0 && !errors.Is(err, os.ErrClosed) && !errors.Is(err, tun.ErrTooManySegments) && q.detached() {
+		err = fmt.Errorf("tundev: %s was removed: %w (%v)", q.d.subject(), os.ErrClosed, err)
+	}
+	return n, err
+}
+
+// detached reports whether the queue's descriptor is no longer attached to
+// a device (TUNGETIFF fails with EBADFD).
+func (q *queue) detached() bool {
+	sc, err := q.File().SyscallConn()
+	if err != nil {
+		return true
+	}
+	var ierr error
+	if err := sc.Control(func(fd uintptr) {
+		var ifr *unix.Ifreq
+		if ifr, ierr = unix.NewIfreq(""); ierr == nil {
+			ierr = unix.IoctlIfreq(int(fd), unix.TUNGETIFF, ifr)
+		}
+	}); err != nil {
+		return true
+	}
+	return errors.Is(ierr, unix.EBADFD)
+}
 
 // Open creates (or, with Config.FD, adopts) a TUN device, configures it and
 // starts monitoring its link state. Errors wrap ErrInvalidConfig, ErrNoTUN,
@@ -229,12 +262,11 @@ func adopt(cfg *Config) (d *Device, err error) {
 	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr); err != nil {
 		return nil, fmt.Errorf("tundev: adopt fd %d: %w: TUNGETIFF: %w", cfg.FD, ErrNotTUN, err)
 	}
+	// IFF_NO_PI cannot be checked: TUNGETIFF reports the same bit for
+	// IFF_NOFILTER, which is always set on TUN (not TAP) descriptors.
 	flags := ifr.Uint16()
-	switch {
-	case flags&unix.IFF_TUN == 0:
+	if flags&unix.IFF_TUN == 0 {
 		return nil, fmt.Errorf("tundev: adopt fd %d: %w: %q is a TAP device", cfg.FD, ErrNotTUN, ifr.Name())
-	case flags&unix.IFF_NO_PI == 0:
-		return nil, fmt.Errorf("tundev: adopt fd %d: %w: %q was opened without IFF_NO_PI", cfg.FD, ErrNotTUN, ifr.Name())
 	}
 	vnet := flags&unix.IFF_VNET_HDR != 0
 	if vnet {
