@@ -116,7 +116,7 @@ func (c *Config) validate() error {
 	}
 	has6 := false
 	for _, p := range c.Addresses {
-		if !p.IsValid() || p.Addr().Zone() != "" {
+		if !p.IsValid() {
 			return invalidf("address %v is not a valid prefix", p)
 		}
 		if p.Addr().Is4In6() {
@@ -127,7 +127,7 @@ func (c *Config) validate() error {
 		}
 	}
 	for _, p := range c.Routes {
-		if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() {
+		if !p.IsValid() || p.Addr().Is4In6() {
 			return invalidf("route %v is not a valid prefix", p)
 		}
 		if p.Masked() != p {

@@ -59,13 +59,13 @@ var (
 
 // Hints appended to the text of wrapped errors, for operators.
 const (
-	hintPermission = "hint: creating or configuring a TUN device needs CAP_NET_ADMIN in the user namespace " +
+	hintPermission = "creating or configuring a TUN device needs CAP_NET_ADMIN in the user namespace " +
 		"that owns the target network namespace: run as root, grant the binary cap_net_admin " +
 		"(setcap cap_net_admin+ep), run inside a user+network namespace (unshare -Urn, podman/rootlesskit), " +
 		"or let a rootless launcher pass a configured TUN descriptor (Config.FD); `router doctor` shows what is missing"
-	hintNoTUN = "hint: load the tun module (modprobe tun), create the node (mknod /dev/net/tun c 10 200), " +
+	hintNoTUN = "load the tun module (modprobe tun), create the node (mknod /dev/net/tun c 10 200), " +
 		"or start the container with access to /dev/net/tun (--device /dev/net/tun)"
-	hintBusy = "hint: pick another name, remove the existing link (ip link del NAME), " +
+	hintBusy = "pick another name, remove the existing link (ip link del NAME), " +
 		"or adopt an already open TUN descriptor with Config.FD"
 )
 
@@ -79,9 +79,9 @@ func wrapSys(op, subject string, err error) error {
 	}
 	switch errno {
 	case syscall.EPERM, syscall.EACCES:
-		return fmt.Errorf("tundev: %s %s: %w: %w (%s)", op, subject, ErrPermission, err, hintPermission)
+		return fmt.Errorf("tundev: %s %s: %w: %w (hint: %s)", op, subject, ErrPermission, err, hintPermission)
 	case syscall.EBUSY:
-		return fmt.Errorf("tundev: %s %s: %w: %w (%s)", op, subject, ErrDeviceBusy, err, hintBusy)
+		return fmt.Errorf("tundev: %s %s: %w: %w (hint: %s)", op, subject, ErrDeviceBusy, err, hintBusy)
 	}
 	return fmt.Errorf("tundev: %s %s: %w", op, subject, err)
 }
@@ -90,7 +90,7 @@ func wrapSys(op, subject string, err error) error {
 func wrapOpenClone(path string, err error) error {
 	var errno syscall.Errno
 	if errors.Is(err, os.ErrNotExist) || (errors.As(err, &errno) && (errno == syscall.ENODEV || errno == syscall.ENXIO)) {
-		return fmt.Errorf("tundev: open %s: %w: %w (%s)", path, ErrNoTUN, err, hintNoTUN)
+		return fmt.Errorf("tundev: open %s: %w: %w (hint: %s)", path, ErrNoTUN, err, hintNoTUN)
 	}
 	return wrapSys("open", path, err)
 }

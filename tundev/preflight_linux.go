@@ -85,7 +85,7 @@ func checkTUNNode(path string, add func(Check)) bool {
 	if err != nil {
 		c := Check{Name: "tun-node", Status: CheckFail, Detail: fmt.Sprintf("open %s: %v", path, err)}
 		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
-			c.Hint = "hint: the node must be readable and writable by the router's user (it is usually mode 0666); " + hintPermission
+			c.Hint = hintNodeAccess
 		} else {
 			c.Hint = hintNoTUN
 		}
@@ -102,26 +102,37 @@ func checkCapNetAdmin(procDir string, add func(Check)) {
 	capEff, err := readStatusHex(procDir+"/self/status", "CapEff:")
 	switch {
 	case err != nil:
-		add(Check{Name: "cap-net-admin", Status: CheckWarn, Detail: "cannot read capabilities: " + err.Error()})
+		add(Check{Name: "cap-net-admin", Status: CheckWarn, Detail: "cannot read capabilities: " + err.Error(),
+			Hint: "mount /proc, or check the capabilities by hand (getpcaps $$)"})
 	case capEff&(1<<capNetAdmin) != 0:
-		add(Check{Name: "cap-net-admin", Status: CheckOK, Detail: "CAP_NET_ADMIN is effective"})
+		add(Check{Name: "cap-net-admin", Status: CheckOK, Detail: "CAP_NET_ADMIN is effective (in this process's user namespace)"})
 	default:
 		add(Check{Name: "cap-net-admin", Status: CheckWarn,
 			Detail: "CAP_NET_ADMIN is not effective: only adopting a TUN descriptor (Config.FD) can work",
-			Hint:   hintPermission})
+			Hint:   hintCap})
 	}
 }
+
+// Hints of preflight checks.
+const (
+	hintCap = "run as root, grant the binary cap_net_admin (setcap cap_net_admin+ep), " +
+		"or start it inside a user+network namespace (unshare -Urn, podman, rootlesskit)"
+	hintNodeAccess = "make /dev/net/tun readable and writable for the router's user (it is usually mode 0666), " +
+		"or let a rootless launcher pass a TUN descriptor (Config.FD)"
+)
 
 // probeCreate creates a TUN device with offloads in ns and closes it again.
 func probeCreate(tunPath string, ns netns.NsHandle) Check {
 	var (
-		name string
-		uso  bool
+		name   string
+		uso    bool
+		failed string // the step that failed
 	)
 	err := inNetns(ns, func() error {
 		fd, err := unix.Open(tunPath, unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return wrapOpenClone(tunPath, &os.PathError{Op: "open", Path: tunPath, Err: err})
+			failed = "open " + tunPath
+			return err
 		}
 		defer unix.Close(fd)
 		ifr, err := unix.NewIfreq("")
@@ -130,23 +141,31 @@ func probeCreate(tunPath string, ns netns.NsHandle) Check {
 		}
 		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_TUN_EXCL)
 		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-			return wrapSys("create", "a TUN device", err)
+			failed = "create a TUN device (TUNSETIFF)"
+			return err
 		}
 		name = ifr.Name()
 		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tcpOffloads); err != nil {
-			return fmt.Errorf("tundev: enable TCP offloads: %w: %w", ErrOffload, err)
+			failed = "enable TCP offloads (TUNSETOFFLOAD)"
+			return err
 		}
 		uso = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tcpOffloads|unix.TUN_F_USO4|unix.TUN_F_USO6) == nil
 		return nil
 	})
 	switch {
-	case errors.Is(err, ErrOffload):
-		return Check{Name: "tun-create", Status: CheckWarn, Detail: err.Error(),
-			Hint: "run with offloads off (NoOffload / offload = false)"}
+	case err != nil && name != "":
+		return Check{Name: "tun-create", Status: CheckWarn, Detail: fmt.Sprintf("%s: %v", failed, err),
+			Hint: "run with offloads off (Config.NoOffload)"}
 	case err != nil:
-		c := Check{Name: "tun-create", Status: CheckFail, Detail: err.Error()}
-		if errors.Is(err, ErrPermission) {
-			c.Hint = hintPermission
+		c := Check{Name: "tun-create", Status: CheckFail, Detail: fmt.Sprintf("%s: %v", failed, err)}
+		if failed == "" {
+			c.Detail = err.Error()
+		}
+		switch {
+		case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+			c.Hint = hintCap
+		case errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO):
+			c.Hint = hintNoTUN
 		}
 		return c
 	case !uso:
@@ -162,7 +181,8 @@ func probeCreate(tunPath string, ns netns.NsHandle) Check {
 func checkUserns(procDir string, add func(Check)) {
 	const rootless = "rootless mode (user namespaces) "
 	if v, err := readSysctlInt(procDir + "/sys/user/max_user_namespaces"); err != nil {
-		add(Check{Name: "userns-max", Status: CheckWarn, Detail: "cannot read user.max_user_namespaces: " + err.Error()})
+		add(Check{Name: "userns-max", Status: CheckWarn, Detail: "cannot read user.max_user_namespaces: " + err.Error(),
+			Hint: "mount /proc; without user namespaces only root or cap_net_admin can create the device"})
 	} else if v <= 0 {
 		add(Check{Name: "userns-max", Status: CheckWarn, Detail: "user.max_user_namespaces = 0: " + rootless + "unavailable",
 			Hint: "sysctl -w user.max_user_namespaces=15000"})
@@ -175,7 +195,8 @@ func checkUserns(procDir string, add func(Check)) {
 	if v, err := readSysctlInt(procDir + "/sys/kernel/unprivileged_userns_clone"); errors.Is(err, os.ErrNotExist) {
 		add(Check{Name: "userns-clone", Status: CheckSkipped, Detail: "kernel.unprivileged_userns_clone not present (unrestricted)"})
 	} else if err != nil {
-		add(Check{Name: "userns-clone", Status: CheckWarn, Detail: "cannot read kernel.unprivileged_userns_clone: " + err.Error()})
+		add(Check{Name: "userns-clone", Status: CheckWarn, Detail: "cannot read kernel.unprivileged_userns_clone: " + err.Error(),
+			Hint: "check the sysctl by hand (sysctl kernel.unprivileged_userns_clone)"})
 	} else if v == 0 {
 		add(Check{Name: "userns-clone", Status: CheckWarn, Detail: "kernel.unprivileged_userns_clone = 0: unprivileged " + rootless + "unavailable",
 			Hint: "sysctl -w kernel.unprivileged_userns_clone=1"})

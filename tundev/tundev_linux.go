@@ -125,19 +125,18 @@ func newDevice(cfg *Config, ns netns.NsHandle) *Device {
 	}
 }
 
-func create(cfg *Config) (d *Device, err error) {
+func create(cfg *Config) (_ *Device, err error) {
 	ns, err := openNetns(cfg.Netns)
 	if err != nil {
 		return nil, err
 	}
-	d = newDevice(cfg, ns)
+	d := newDevice(cfg, ns)
 	d.created = true
 	d.vnetHdr = !cfg.NoOffload
 	d.name = cfg.Name
 	defer func() {
 		if err != nil {
-			d.Close()
-			d = nil
+			d.Close() // releases whatever exists so far, including ns
 		}
 	}()
 
@@ -201,7 +200,7 @@ func create(cfg *Config) (d *Device, err error) {
 func openQueue(name string, flags uint16, where string) (int, string, error) {
 	fd, err := unix.Open(cloneDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, "", wrapOpenClone(cloneDevice, &os.PathError{Op: "open", Path: cloneDevice, Err: err})
+		return -1, "", wrapOpenClone(cloneDevice, err)
 	}
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
@@ -244,7 +243,7 @@ func wrapQueue(fd int, vnetHdr bool, subject string) (tun.Device, error) {
 }
 
 // adopt takes over an inherited TUN descriptor.
-func adopt(cfg *Config) (d *Device, err error) {
+func adopt(cfg *Config) (_ *Device, err error) {
 	fd, err := unix.FcntlInt(uintptr(cfg.FD), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("tundev: adopt fd %d: %w: %w", cfg.FD, ErrNotTUN, err)
@@ -285,13 +284,12 @@ func adopt(cfg *Config) (d *Device, err error) {
 	} else if ns, err = openNetns(cfg.Netns); err != nil {
 		return nil, err
 	}
-	d = newDevice(cfg, ns)
+	d := newDevice(cfg, ns)
 	d.name = ifr.Name()
 	d.vnetHdr = vnet
 	defer func() {
 		if err != nil {
-			d.Close()
-			d = nil
+			d.Close() // adoptedFD is still -1: the caller's fd stays open
 		}
 	}()
 	err = inNetns(ns, func() error {
