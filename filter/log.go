@@ -340,8 +340,10 @@ func appendTCP(dst, b []byte, off int, frag bool) []byte {
 	dst = appendUint(dst, uint64(binary.BigEndian.Uint16(t[2:4])))
 	dst = append(dst, " WINDOW="...)
 	dst = appendUint(dst, uint64(binary.BigEndian.Uint16(t[14:16])))
+	// RES is the reserved bits above AE (the kernel left AE out of them
+	// when it gave the bit a name).
 	dst = append(dst, " RES="...)
-	dst = appendHex2(dst, (t[12]&0x0f)<<2, hexLower)
+	dst = appendHex2(dst, (t[12]&0x0e)<<2, hexLower)
 	dst = append(dst, ' ')
 	if t[12]&0x01 != 0 {
 		dst = append(dst, "AE "...)
