@@ -161,3 +161,21 @@ func (p pkt4) tcpFields() (seq, ack uint32, flags uint8, payload []byte, ok bool
 	}
 	return binary.BigEndian.Uint32(p.l4[4:]), binary.BigEndian.Uint32(p.l4[8:]), p.l4[13], p.l4[hl:], true
 }
+
+// udp4 builds an IPv4 UDP datagram into b and returns its length.
+func udp4(b []byte, src, dst netip.AddrPort, id uint16, payload []byte) int {
+	n := 8 + len(payload)
+	ipv4(b, src.Addr(), dst.Addr(), protoUDP, n, id)
+	u := b[20 : 20+n]
+	binary.BigEndian.PutUint16(u[0:], src.Port())
+	binary.BigEndian.PutUint16(u[2:], dst.Port())
+	binary.BigEndian.PutUint16(u[4:], uint16(n))
+	u[6], u[7] = 0, 0
+	copy(u[8:], payload)
+	c := csum(u, pseudoSum(src.Addr(), dst.Addr(), protoUDP, n))
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(u[6:], c)
+	return 20 + n
+}

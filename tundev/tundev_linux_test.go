@@ -360,6 +360,7 @@ func TestOpenInNetns(t *testing.T) {
 			if _, err := qs[0].Read([][]byte{make([]byte, 100)}, []int{0}, 0); !errors.Is(err, os.ErrClosed) {
 				t.Errorf("Read after Close: %v, want os.ErrClosed", err)
 			}
+			checkNoWatchers(t)
 		})
 	}
 }
