@@ -165,12 +165,9 @@ func create(cfg *Config) (_ *Device, err error) {
 			fds = append(fds, fd)
 			d.name = got
 		}
-		ctl, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return wrapSys("control socket in", d.where(), err)
-		}
-		d.ctl = ctl
-		return nil
+		var err error
+		d.ctl, err = controlSocket(d.where())
+		return err
 	})
 	if err != nil {
 		for _, fd := range fds {
@@ -192,6 +189,17 @@ func create(cfg *Config) (_ *Device, err error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// controlSocket returns a socket bound to the calling thread's network
+// namespace, for device ioctls (SIOCETHTOOL) by name in that namespace. A
+// Unix datagram socket works on every kernel, with or without IPv4.
+func controlSocket(where string) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, wrapSys("control socket in", where, err)
+	}
+	return fd, nil
 }
 
 // openQueue opens the clone device and attaches it to the TUN device
@@ -293,12 +301,9 @@ func adopt(cfg *Config) (_ *Device, err error) {
 		}
 	}()
 	err = inNetns(ns, func() error {
-		ctl, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return wrapSys("control socket in", d.where(), err)
-		}
-		d.ctl = ctl
-		return nil
+		var err error
+		d.ctl, err = controlSocket(d.where())
+		return err
 	})
 	if err != nil {
 		return nil, err
