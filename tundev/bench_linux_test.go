@@ -182,17 +182,26 @@ func BenchmarkWriteUDPBatch(b *testing.B) {
 					}
 				}
 			}()
+			// GRO rewrites the batch in place (it appends payloads to the
+			// first packet of each run), so every op restores the packets
+			// from pristine copies; the buffers have room to grow.
 			bufs := make([][]byte, batch)
+			pristine := make([][]byte, batch)
 			src := netip.AddrPortFrom(remote4, 4444)
 			dst := netip.AddrPortFrom(localAddr, 5555)
 			for i := range bufs {
 				p := make([]byte, testOffset+20+8+size)
 				udp4(p[testOffset:], src, dst, uint16(i), make([]byte, size))
-				bufs[i] = p
+				pristine[i] = p
+				bufs[i] = make([]byte, len(p), testOffset+65535)
 			}
 			b.ReportAllocs()
 			b.SetBytes(batch * size)
 			for b.Loop() {
+				for i := range bufs {
+					bufs[i] = bufs[i][:len(pristine[i])]
+					copy(bufs[i], pristine[i])
+				}
 				if _, err := q.Write(bufs, testOffset); err != nil {
 					b.Fatal(err)
 				}

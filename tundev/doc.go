@@ -8,7 +8,12 @@
 // default) every queue is opened with IFF_VNET_HDR: the kernel hands over
 // TSO/USO super-packets that Read splits into MTU-sized packets, and Write
 // coalesces runs of packets of one flow again (TCP/UDP GRO). Writers must then
-// leave at least MinOffset bytes of headroom in front of every packet.
+// leave at least MinOffset bytes of headroom in front of every packet, and
+// should give every buffer spare capacity (up to offset+65535): GRO appends
+// the payloads of a run to its first packet's buffer in place and silently
+// skips coalescing when that buffer cannot grow. Write may therefore modify
+// the buffers it is given. Read buffers should hold offset+65535 bytes (a
+// non-segmented packet) and a Read call at least BatchSize buffers.
 //
 // Ownership: a Device owns its file descriptors. A device the package created
 // is not persistent and disappears from the kernel when Close closes its last

@@ -249,7 +249,9 @@ func TestTCPOffload(t *testing.T) {
 			}
 			bufs := make([][]byte, n)
 			for i := range bufs {
-				b := make([]byte, testOffset+2048)
+				// Room to grow: GRO appends the following segments'
+				// payloads to the first packet's buffer.
+				b := make([]byte, testOffset+65535)
 				flags := uint8(tcpACK)
 				if i == n-1 {
 					flags |= tcpPSH
@@ -257,8 +259,20 @@ func TestTCPOffload(t *testing.T) {
 				l := tcp4(b[testOffset:], peer, local, srvSeq+uint32(i*size), cliSeq, flags, 65535, 0, in[i*size:(i+1)*size])
 				bufs[i] = b[:testOffset+l]
 			}
-			if _, err := q.Write(bufs, testOffset); err != nil {
+			written, err := q.Write(bufs, testOffset)
+			if err != nil {
 				t.Fatalf("batch Write: %v", err)
+			}
+			// Write reports the bytes handed to the kernel: with offloads
+			// one coalesced super-segment behind a virtio-net header,
+			// without offloads the eight segments one by one.
+			wantWritten := n * (40 + size)
+			if !tc.noOffload {
+				wantWritten = virtioNetHdrLen + 40 + n*size
+			}
+			if written != wantWritten {
+				t.Errorf("Write wrote %d bytes, want %d (offloads %v: GRO coalescing %s)",
+					written, wantWritten, !tc.noOffload, map[bool]string{true: "expected", false: "not expected"}[!tc.noOffload])
 			}
 			got := make([]byte, 0, len(in))
 			buf := make([]byte, 4096)
