@@ -67,11 +67,12 @@ type conn struct {
 
 // connExt holds what only some connections need.
 type connExt struct {
-	reply       packet.FlowKey // reply tuple when it is not the inverse of orig (NAT)
-	hasReply    bool
-	helper      uint8 // index+1 into Table.helpers
-	master      ConnID
-	helperState any
+	reply        packet.FlowKey // reply tuple when it is not the inverse of orig (NAT)
+	hasReply     bool
+	helper       uint8 // index+1 into Table.helpers
+	masterHelper uint8 // the master's helper, for expected connections
+	master       ConnID
+	helperState  any
 }
 
 // HelperID names a helper registered with NewTable (index+1; 0 is none).

@@ -16,6 +16,9 @@ type Result struct {
 	// connection). Helper is the attached helper, 0 when none.
 	Status Status
 	Helper HelperID
+	// MasterHelper is, for a connection created from an expectation, the
+	// helper of the master that announced it (nft's "ct helper" match).
+	MasterHelper HelperID
 	// TCPState is the TCP state after this packet (TCP connections only),
 	// for traces.
 	TCPState TCPState
@@ -227,6 +230,7 @@ func (t *Table) trackNormal(p *packet.Parsed, a *TrackArgs, again bool) Result {
 	}
 	if e := t.ext(c); e != nil {
 		res.Helper = HelperID(e.helper)
+		res.MasterHelper = HelperID(e.masterHelper)
 	}
 	if !accepted {
 		// RST on a connection that never saw a reply: the packet passes
@@ -275,7 +279,13 @@ func (t *Table) create(p *packet.Parsed, a *TrackArgs) (uint32, Reason) {
 	if t.expect != nil && t.expect.Len() > 0 {
 		if x, ok := t.expect.Take(p.Key, a.Now); ok {
 			c.status |= StatusExpected
-			t.extOrNew(c).master = x.Master
+			e := t.extOrNew(c)
+			e.master = x.Master
+			for i, h := range t.helpers {
+				if h.Name() == x.Helper {
+					e.masterHelper = uint8(i + 1)
+				}
+			}
 			t.stats.Expected++
 		}
 	}
@@ -351,6 +361,7 @@ func (t *Table) trackError(p *packet.Parsed, now int64) Result {
 	res := Result{Info: info, Status: c.status, TCPState: c.tcp.state, idx: idx + 1, gen: c.gen}
 	if e := t.ext(c); e != nil {
 		res.Helper = HelperID(e.helper)
+		res.MasterHelper = HelperID(e.masterHelper)
 	}
 	return res
 }

@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"github.com/tunrouter/router/defrag"
 	"github.com/tunrouter/router/packet"
@@ -60,7 +61,9 @@ type reader struct {
 	dev   Device
 	free  chan *batch
 	defr  *defrag.Table
-	stats readerStats
+	// lastReap is when expired incomplete datagrams were last removed.
+	lastReap int64
+	stats    readerStats
 }
 
 type readerStats struct {
@@ -158,6 +161,10 @@ func (r *reader) dispatch(b *batch, n int) {
 		mask |= 1 << w
 	}
 	r.stats.bytes.Add(bytes)
+	if r.defr.Len() > 0 && now-r.lastReap > int64(100*time.Millisecond) {
+		r.lastReap = now
+		r.defr.Reap(now)
+	}
 	if mask == 0 {
 		b.home <- b
 		return

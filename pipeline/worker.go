@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"encoding/binary"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -37,15 +36,15 @@ type worker struct {
 // WorkerStats are one worker's counters. They are written only by the
 // worker and read through Pipeline.Stats (which runs on the worker).
 type WorkerStats struct {
-	Batches   uint64
-	Packets   uint64
-	RxPackets []uint64 // per port
-	RxBytes   []uint64
-	TxPackets []uint64
-	TxBytes   []uint64
-	WriteErrs []uint64
-	Drops     [NumDropReasons]uint64
-	ICMPSent  uint64 // ICMP errors and resets the router sent
+	Batches     uint64
+	Packets     uint64
+	RxPackets   []uint64 // per port
+	RxBytes     []uint64
+	TxPackets   []uint64
+	TxBytes     []uint64
+	WriteErrs   []uint64
+	Drops       [NumDropReasons]uint64
+	ICMPSent    uint64 // ICMP errors and resets the router sent
 	ICMPLimited uint64
 }
 
@@ -54,18 +53,18 @@ type DropReason uint8
 
 // Drop reasons.
 const (
-	DropNone DropReason = iota
-	DropIPHeader        // the IP header could not be decoded (always dropped)
-	DropTableFull       // conntrack table full
-	DropRule            // a filter rule dropped or rejected it
-	DropPolicy          // a chain's policy dropped it
-	DropHelper          // the connection's helper dropped it
-	DropNoRoute         // no route to the destination
-	DropTTL             // TTL/hop limit exhausted
-	DropTooBig          // larger than the output MTU and not fragmentable
-	DropLocal           // addressed to the router, not answered
-	DropQueueFull       // a worker's queue was full (counted by readers)
-	DropWrite           // the device write failed
+	DropNone      DropReason = iota
+	DropIPHeader             // the IP header could not be decoded (always dropped)
+	DropTableFull            // conntrack table full
+	DropRule                 // a filter rule dropped or rejected it
+	DropPolicy               // a chain's policy dropped it
+	DropHelper               // the connection's helper dropped it
+	DropNoRoute              // no route to the destination
+	DropTTL                  // TTL/hop limit exhausted
+	DropTooBig               // larger than the output MTU and not fragmentable
+	DropLocal                // addressed to the router, not answered
+	DropQueueFull            // a worker's queue was full (counted by readers)
+	DropWrite                // the device write failed
 	NumDropReasons
 )
 
@@ -262,21 +261,19 @@ func (w *worker) handle(b *batch, i int, rs *filter.Ruleset) {
 	// Prerouting: notrack and helper assignment, before tracking.
 	var helper conntrack.HelperID
 	untracked := false
-	if rs.HasChain(filter.Prerouting) {
+	if rs.Defined(filter.Prerouting) {
 		v := rs.Eval(filter.Prerouting, m, w.id)
-		switch v.Action {
-		case filter.Notrack:
-			untracked = true
-		case filter.Drop, filter.Reject:
+		if v.Action != filter.Accept {
 			w.reject(b, i, &v)
-			w.dropRule(&v, p, tr, conntrack.Result{})
+			if tr != nil {
+				w.trace.Chain, w.trace.Rule = filter.Prerouting, v.Rule
+			}
+			w.dropRule(&v, p, tr, conntrack.Result{Info: conntrack.Invalid})
 			return
 		}
-		if v.Helper != 0 {
-			helper = conntrack.HelperID(v.Helper)
-		}
-		if v.Notrack {
-			untracked = true
+		untracked = v.Notrack
+		if v.Helper != "" {
+			helper = w.helperID(v.Helper)
 		}
 	}
 
@@ -291,6 +288,9 @@ func (w *worker) handle(b *batch, i int, rs *filter.Ruleset) {
 		}
 	}
 	m.Ct, m.Status, m.Reason = r.Info, r.Status, r.Reason
+	if r.MasterHelper != 0 {
+		m.Helper = w.p.cfg.Helpers[r.MasterHelper-1].Name()
+	}
 
 	// Routing.
 	chain := filter.Forward
@@ -479,26 +479,33 @@ func (w *worker) routerAddr(port int, p *packet.Parsed) [16]byte {
 	return a
 }
 
-// reject sends what a reject verdict asks for.
+// reject sends what a reject verdict asks for (the filter already applied
+// its rate limit and its rules about what may be answered).
 func (w *worker) reject(b *batch, i int, v *filter.Verdict) {
 	if v.Action != filter.Reject {
 		return
 	}
 	p := &b.pkts[i]
-	if !w.icmpLimit.Allow() {
-		w.stats.ICMPLimited++
-		return
-	}
-	if v.RejectTCPReset && p.Proto == packet.TCP {
+	switch v.Reject {
+	case filter.RejectTCPReset:
 		s := w.scratch(60)
-		pkt, ok := packet.AppendTCPReset(s[:bufOffset], p)
-		if ok {
+		if pkt, ok := packet.AppendTCPReset(s[:bufOffset], p); ok {
 			w.stats.ICMPSent++
 			w.emit(b.port, pkt)
 		}
-		return
+	case filter.RejectICMP:
+		w.sendICMP(b.port, p, v.ICMPType, v.ICMPCode, 0)
 	}
-	w.sendICMP(b.port, p, v.RejectType, v.RejectCode, 0)
+}
+
+// helperID maps a helper name from a verdict to its conntrack id.
+func (w *worker) helperID(name string) conntrack.HelperID {
+	for i, h := range w.p.cfg.Helpers {
+		if h.Name() == name {
+			return conntrack.HelperID(i + 1)
+		}
+	}
+	return 0
 }
 
 // fragment splits an IPv4 datagram larger than limit into fragments.
@@ -544,5 +551,3 @@ func (w *worker) deliverLocal(b *batch, i int, p *packet.Parsed, tr Tracer, r co
 		w.traceDone(p, r, "local: echo reply")
 	}
 }
-
-var _ = binary.BigEndian
