@@ -32,8 +32,8 @@ const NoWScale = -1
 // two bytes (next header, length); it is padded with zeros to the header's
 // unit (8 bytes, or 4 for AH). A zero-length Data gives the smallest valid
 // header of that type (a hop-by-hop or destination-options header holding
-// a 6-byte PadN, a routing header of type 0 with no segments left, an AH
-// with a 4-byte SPI, 4-byte sequence number and no ICV).
+// a 6-byte PadN, a routing header of type 0 with no segments left, a
+// 16-byte AH with SPI 0x100, sequence number 1 and a zero 4-byte ICV).
 //
 // For Type == packet.IPv6Frag, Data is ignored and FragOff (bytes, a
 // multiple of 8), More and ID fill the fragment header.
@@ -160,7 +160,7 @@ func (o *ICMPOpts) ip() IPOpts {
 // on malformed input.
 func Endpoint(s string) (netip.Addr, uint16) {
 	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().Unmap(), ap.Port()
+		return ap.Addr(), ap.Port()
 	}
 	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
 	if err != nil {
@@ -169,7 +169,7 @@ func Endpoint(s string) (netip.Addr, uint16) {
 	if a.Zone() != "" {
 		panic(fmt.Sprintf("packettest: zoned address %q", s))
 	}
-	return a.Unmap(), 0
+	return a, 0
 }
 
 func endpoints(src, dst string) (sa netip.Addr, sp uint16, da netip.Addr, dp uint16) {
@@ -478,11 +478,8 @@ func extBytes(exts []Ext, proto packet.Proto) []byte {
 				body = []byte{0, 0, 0, 0, 1, 0, 0, 0, 0, 1}
 			}
 			n := 2 + len(body)
-			for n%4 != 0 {
+			for n%8 != 0 { // IPv6 AH: a multiple of 8 bytes (RFC 4302)
 				n++
-			}
-			if n < 8 {
-				n = 8
 			}
 			h := make([]byte, n)
 			h[0], h[1] = next, byte(n/4-2)
