@@ -54,30 +54,34 @@ const maxInterfaces = 255
 // ifNone is the interface-set bit for a packet without that interface.
 const ifNone = 255
 
-// rule is a compiled rule. Fields used on every evaluation come first.
+// rule is a compiled rule. The fields read while scanning rules come
+// first and fill one 64-byte cache line.
 type rule struct {
-	need   uint32 // match kinds present besides state and family
-	neg    uint32 // negated address/port/status/helper matches
-	states conntrack.State
-	fams   uint8
-	dirs   uint8 // bit 0: original, bit 1: reply
-	action Action
-	log    bool
+	need     uint32 // match kinds present besides state and family
+	neg      uint32 // negated address/port/status/helper matches
+	states   conntrack.State
+	fams     uint8
+	dirs     uint8 // bit 0: original, bit 1: reply
+	action   Action
+	log      bool
+	sfams    uint8 // families the saddr match applies to
+	dfams    uint8
+	proto1   uint8 // the protocol, when protoOne
+	protoOne bool  // the rule's protocols are exactly proto1
+	status   conntrack.Status
+	saddr    *addrSet
+	daddr    *addrSet
+	sport    *portSet
+	dport    *portSet
+	protos   *bits256 // when mProto and not protoOne
 
-	protos    bits256 // effective protocols (explicit and implied)
-	status    conntrack.Status
-	reasons   [2]uint64
-	saddr     *addrSet
-	daddr     *addrSet
-	sport     *portSet
-	dport     *portSet
 	iif, oif  *bits256
 	icmpType  *bits256
 	icmpCode  *bits256
 	tcpFlags  *bits256
+	reasons   [2]uint64
 	ctHelper  string
-	sfams     uint8 // families the saddr match applies to
-	dfams     uint8
+	protoSet  bits256 // effective protocols (explicit and implied)
 	reject    rejectSpec
 	helper    string
 	logPrefix string
@@ -87,18 +91,30 @@ type rule struct {
 	comment   string
 }
 
-// numIndexKeys is the size of a chain's pre-index: 5 ct states x 5
-// protocol classes x 3 family classes.
+// numIndexKeys is the number of (ct state, protocol class, family class)
+// combinations of a chain's pre-index: 5 x 5 x 3. Each is further split
+// by input interface class (see ifClasses).
 const numIndexKeys = 5 * 5 * 3
+
+// maxIfIndexed is the number of interfaces that get their own index class;
+// packets from other interfaces (and without one) share one more class.
+const maxIfIndexed = 7
+
+// maxIndexEntries bounds a chain's index size; beyond it the interface
+// dimension is not used.
+const maxIndexEntries = 4 << 20
 
 type chain struct {
 	rules    []rule
 	policy   Action
 	policyID int
 	// index[k] lists the rules that can match a packet of index key k
-	// (see indexKey), as a window into indexData.
-	index     [numIndexKeys]struct{ off, n uint32 }
+	// (see Eval), as a window into indexData.
+	index     []struct{ off, n uint32 }
 	indexData []uint16
+	// ifIndexed interfaces (0..ifIndexed-1) have their own index class;
+	// class ifIndexed holds every other input interface and none.
+	ifIndexed int
 	defined   bool
 }
 
@@ -164,6 +180,16 @@ const (
 	setAddr
 	setPort
 )
+
+func (k setKind) plural() string {
+	switch k {
+	case setAddr:
+		return "addresses"
+	case setPort:
+		return "ports"
+	}
+	return "nothing"
+}
 
 func (k setKind) String() string {
 	switch k {
@@ -251,7 +277,7 @@ func Compile(spec Spec) (*Ruleset, []Warning, error) {
 		ch.policyID = id
 		id++
 		rs.ids = append(rs.ids, counterID{Chain(ci), -1, "policy"})
-		ch.buildIndex()
+		ch.buildIndex(len(spec.Interfaces))
 		c.analyze(Chain(ci), ch)
 	}
 	rs.nIDs = id
@@ -400,7 +426,7 @@ func (c *compiler) resolveSet(cs *compiledSet) {
 			continue
 		}
 		if cs.kind != setEmpty && kind != cs.kind {
-			c.setErrorf(name, i, "set @%s mixes addresses and ports (element %q is a %s, earlier ones are %ses)", name, e, kind, cs.kind)
+			c.setErrorf(name, i, "set @%s mixes addresses and ports (element %q is one of the %s, earlier ones are %s)", name, e, kind.plural(), cs.kind.plural())
 			cs.hasError = true
 			continue
 		}
@@ -512,7 +538,7 @@ func (c *compiler) setRef(ch Chain, ri int, field string, i int, v string, want 
 		return nil, false
 	}
 	if s.kind != setEmpty && s.kind != want {
-		c.errorf(ch, ri, field, i, "set @%s is a %s set, %s needs %ses", name, s.kind, field, want)
+		c.errorf(ch, ri, field, i, "set @%s holds %s, but %s needs %s", name, s.kind.plural(), field, want.plural())
 		return nil, false
 	}
 	return s, true
@@ -563,7 +589,7 @@ func expandCommas(elems []string) (vals []string, idx []int) {
 
 func (c *compiler) compileRule(ch Chain, ri int, rs *RuleSpec) (rule, bool) {
 	nerr := len(c.errs)
-	r := rule{states: allStates, fams: famAll, protos: allBits(), pos: ri, comment: rs.Comment}
+	r := rule{states: allStates, fams: famAll, protoSet: allBits(), pos: ri, comment: rs.Comment}
 	pre := ch == Prerouting
 	needCt := func(field string) {
 		if pre {
@@ -621,7 +647,7 @@ func (c *compiler) compileRule(ch Chain, ri int, rs *RuleSpec) (rule, bool) {
 			if neg {
 				b = b.not()
 			}
-			r.protos = b
+			r.protoSet = b
 		}
 	}
 
@@ -872,8 +898,14 @@ func (c *compiler) compileRule(ch Chain, ri int, rs *RuleSpec) (rule, bool) {
 		// Anything that reads the packet needs a decoded family.
 		r.fams &^= famOther
 	}
-	if r.protos != allBits() {
+	if r.protoSet != allBits() {
 		r.need |= mProto
+		if n, one := singleBit(r.protoSet); one {
+			r.proto1, r.protoOne = n, true
+		} else {
+			ps := r.protoSet
+			r.protos = &ps
+		}
 	}
 
 	// Action.
@@ -919,6 +951,18 @@ func famName(f uint8) string {
 	return "no"
 }
 
+// singleBit returns the only member of b, if it has exactly one.
+func singleBit(b bits256) (uint8, bool) {
+	n, at := 0, 0
+	for i := 0; i < 256; i++ {
+		if b.has(uint8(i)) {
+			n++
+			at = i
+		}
+	}
+	return uint8(at), n == 1
+}
+
 func bitsOf(vals ...uint8) bits256 {
 	var b bits256
 	for _, v := range vals {
@@ -945,7 +989,7 @@ func (c *compiler) implyProto(ch Chain, ri int, r *rule, field string, need bits
 			}
 		}
 	}
-	r.protos = r.protos.and(need)
+	r.protoSet = r.protoSet.and(need)
 }
 
 func (c *compiler) compileAction(ch Chain, ri int, rs *RuleSpec, r *rule) {
@@ -985,7 +1029,7 @@ func (c *compiler) compileAction(ch Chain, ri int, rs *RuleSpec, r *rule) {
 		rj, err := parseReject(strings.ToLower(rs.RejectWith))
 		if err != nil {
 			c.errorf(ch, ri, FieldRejectWith, -1, "%v", err)
-		} else if rj.tcp && r.protos != bitsOf(uint8(packet.TCP)) {
+		} else if rj.tcp && r.protoSet != bitsOf(uint8(packet.TCP)) {
 			c.errorf(ch, ri, FieldRejectWith, -1, "reject_with tcp-reset needs proto = \"tcp\" (only TCP segments can be answered with a reset)")
 		}
 		r.reject = rj
@@ -1126,21 +1170,40 @@ var protoClassBits = func() [5]bits256 {
 	return out
 }()
 
-func (ch *chain) buildIndex() {
+func (ch *chain) buildIndex(nIfaces int) {
+	ch.ifIndexed = min(nIfaces, maxIfIndexed)
+	if numIndexKeys*(ch.ifIndexed+1)*len(ch.rules) > maxIndexEntries {
+		ch.ifIndexed = 0
+	}
+	nIfc := ch.ifIndexed + 1
+	// The input interfaces of the last class: those not indexed, and none.
+	var rest bits256
+	for i := ch.ifIndexed; i < 256; i++ {
+		rest.set(uint8(i))
+	}
+	ch.index = make([]struct{ off, n uint32 }, numIndexKeys*nIfc)
 	for s := range stateClasses {
 		for p := range protoClassBits {
 			for f := range famClasses {
-				k := indexKey(s, p, f)
-				ch.index[k].off = uint32(len(ch.indexData))
-				for i := range ch.rules {
-					r := &ch.rules[i]
-					if r.states&stateClasses[s] == 0 || r.fams&famClasses[f] == 0 ||
-						r.protos.and(protoClassBits[p]).empty() {
-						continue
+				for ifc := 0; ifc < nIfc; ifc++ {
+					k := indexKey(s, p, f)*nIfc + ifc
+					ch.index[k].off = uint32(len(ch.indexData))
+					for i := range ch.rules {
+						r := &ch.rules[i]
+						if r.states&stateClasses[s] == 0 || r.fams&famClasses[f] == 0 ||
+							r.protoSet.and(protoClassBits[p]).empty() {
+							continue
+						}
+						if r.need&mIIf != 0 {
+							if ifc < ch.ifIndexed && !r.iif.has(uint8(ifc)) ||
+								ifc == ch.ifIndexed && r.iif.and(rest).empty() {
+								continue
+							}
+						}
+						ch.indexData = append(ch.indexData, uint16(i))
 					}
-					ch.indexData = append(ch.indexData, uint16(i))
+					ch.index[k].n = uint32(len(ch.indexData)) - ch.index[k].off
 				}
-				ch.index[k].n = uint32(len(ch.indexData)) - ch.index[k].off
 			}
 		}
 	}

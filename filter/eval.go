@@ -84,29 +84,15 @@ func (rs *Ruleset) Eval(c Chain, pkt *Packet, worker int) Verdict {
 	}
 	ch := &rs.chains[c]
 	var m mctx
-	m.pkt = pkt
-	m.p = pkt.P
-	if m.p == nil {
-		m.p = &emptyParsed
-	}
+	m.init(c, pkt)
 	p := m.p
-	switch {
-	case p.Family == 4 && !p.Err.IsIPLevel():
-		m.fam = famV4
-	case p.Family == 6 && !p.Err.IsIPLevel():
-		m.fam = famV6
-	default:
-		m.fam = famOther
-	}
-	m.l4 = p.Err == packet.ErrNone && m.fam != famOther && !(p.Fragment && p.FragOff != 0)
-	m.state = pkt.Ct.State()
-	if c == Prerouting {
-		// Not tracked yet; prerouting rules have no state match.
-		m.state = conntrack.StateNew
-	}
 	v := Verdict{Rule: -1}
 	length := p.Length
-	ix := ch.index[indexKey(stateClass(m.state), protoClass(p.Proto), famClass(m.fam))]
+	ifc := ch.ifIndexed
+	if uint(pkt.IIf) < uint(ifc) {
+		ifc = pkt.IIf
+	}
+	ix := ch.index[indexKey(stateClass(m.state), protoClass(p.Proto), famClass(m.fam))*(ch.ifIndexed+1)+ifc]
 	for _, ri := range ch.indexData[ix.off : ix.off+ix.n] {
 		r := &ch.rules[ri]
 		if !r.match(&m) {
@@ -139,6 +125,29 @@ func (rs *Ruleset) Eval(c Chain, pkt *Packet, worker int) Verdict {
 	return v
 }
 
+func (m *mctx) init(c Chain, pkt *Packet) {
+	m.pkt = pkt
+	m.p = pkt.P
+	if m.p == nil {
+		m.p = &emptyParsed
+	}
+	p := m.p
+	switch {
+	case p.Family == 4 && !p.Err.IsIPLevel():
+		m.fam = famV4
+	case p.Family == 6 && !p.Err.IsIPLevel():
+		m.fam = famV6
+	default:
+		m.fam = famOther
+	}
+	m.l4 = p.Err == packet.ErrNone && m.fam != famOther && !(p.Fragment && p.FragOff != 0)
+	m.state = pkt.Ct.State()
+	if c == Prerouting {
+		// Not tracked yet; prerouting rules have no state match.
+		m.state = conntrack.StateNew
+	}
+}
+
 // match reports whether the rule matches the packet. The pre-index already
 // selected rules by state, protocol class and family; those are checked
 // again here so that the index is only an optimisation.
@@ -151,8 +160,14 @@ func (r *rule) match(m *mctx) bool {
 		return true
 	}
 	p := m.p
-	if n&mProto != 0 && !r.protos.has(uint8(p.Proto)) {
-		return false
+	if n&mProto != 0 {
+		if r.protoOne {
+			if uint8(p.Proto) != r.proto1 {
+				return false
+			}
+		} else if !r.protos.has(uint8(p.Proto)) {
+			return false
+		}
 	}
 	if n&(mSAddr|mDAddr) != 0 {
 		if n&mSAddr != 0 && (r.sfams&m.fam == 0 || r.saddr.has(m.fam, &p.Key.Src) == (r.neg&mSAddr != 0)) {

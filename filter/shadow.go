@@ -42,7 +42,7 @@ func (r *rule) never() string {
 		return "its ct matches exclude every state (ct_direction, ct_status and ct_helper need a connection; ct_reason needs invalid)"
 	case r.fams == 0:
 		return "no address family is left (an empty set, or families that exclude each other)"
-	case r.protos.empty():
+	case r.protoSet.empty():
 		return "no protocol is left"
 	case r.need&mDir != 0 && r.dirs == 0:
 		return "no direction is left"
@@ -68,7 +68,7 @@ func (r *rule) never() string {
 
 // covers reports whether every packet rule b matches is matched by rule a.
 func covers(a, b *rule) bool {
-	if b.states&^a.states != 0 || b.fams&^a.fams != 0 || !b.protos.subsetOf(a.protos) {
+	if b.states&^a.states != 0 || b.fams&^a.fams != 0 || !b.protoSet.subsetOf(a.protoSet) {
 		return false
 	}
 	n := a.need &^ mProto // protocols: compared through the effective sets
