@@ -63,7 +63,7 @@ type Config struct {
 	LocalAddrs []netip.Addr
 	Defrag     defrag.Config
 	// QueueDepth is the number of batches a worker's queue holds before
-	// readers drop (default 4).
+	// readers drop (default 8).
 	QueueDepth int
 	// ICMPRate limits the ICMP errors and TCP resets the router sends, per
 	// worker, in packets per second (default 100, burst 50).
@@ -105,9 +105,20 @@ const MaxWorkers = 64
 // TUN needs the virtio-net header (10 bytes) there.
 const bufOffset = 16
 
-// bufSize is the capacity of every packet buffer: room for a 64 KiB
-// datagram (a reassembled one, or GRO coalescing on write).
-const bufSize = bufOffset + 65535 + 1
+// bigSize is the capacity of the buffers that hold whole datagrams: a
+// reassembled one, or the head of a GRO run the device coalesces on write.
+const bigSize = bufOffset + 65535 + 1
+
+// slotSize returns the capacity of the read buffers: one packet of the
+// largest MTU (TUN reads never return more; GSO reads are split into
+// segments of at most the MTU).
+func slotSize(ports []Port) int {
+	m := 1280
+	for _, p := range ports {
+		m = max(m, p.MTU)
+	}
+	return bufOffset + m + 64
+}
 
 // New builds a pipeline; Start runs it.
 func New(cfg Config) (*Pipeline, error) {
@@ -129,7 +140,7 @@ func New(cfg Config) (*Pipeline, error) {
 		cfg.Workers = MaxWorkers
 	}
 	if cfg.QueueDepth <= 0 {
-		cfg.QueueDepth = 4
+		cfg.QueueDepth = 8
 	}
 	if cfg.ICMPRate <= 0 {
 		cfg.ICMPRate = 100

@@ -19,28 +19,34 @@ type batch struct {
 	port  int
 	n     int
 	now   int64
-	bufs  [][]byte // each of capacity bufSize; packet i is bufs[i][bufOffset:bufOffset+sizes[i]]
+	bufs  [][]byte // packet i is bufs[i][bufOffset:bufOffset+sizes[i]]
 	sizes []int
 	pkts  []packet.Parsed
 	owner []uint8  // worker of packet i, or noOwner
 	frag  []uint16 // for reassembled datagrams: the largest fragment's size, else 0
-	refs  atomic.Int32
-	home  chan *batch
+	// slot keeps the read buffer of a slot that holds a reassembled
+	// datagram in a big buffer instead (nil otherwise); the reader swaps
+	// it back before the next Read.
+	slot [][]byte
+	refs atomic.Int32
+	home chan *batch
 }
 
 const noOwner = 0xff
 
-func newBatch(size int, home chan *batch) *batch {
+func newBatch(size, slot int, home chan *batch) *batch {
 	b := &batch{
 		bufs:  make([][]byte, size),
 		sizes: make([]int, size),
 		pkts:  make([]packet.Parsed, size),
 		owner: make([]uint8, size),
 		frag:  make([]uint16, size),
+		slot:  make([][]byte, size),
 		home:  home,
 	}
+	mem := make([]byte, size*slot)
 	for i := range b.bufs {
-		b.bufs[i] = make([]byte, bufSize)
+		b.bufs[i] = mem[i*slot : (i+1)*slot : (i+1)*slot]
 	}
 	return b
 }
@@ -60,6 +66,7 @@ type reader struct {
 	queue int
 	dev   Device
 	free  chan *batch
+	big   [][]byte // spare big buffers for reassembled datagrams
 	defr  *defrag.Table
 	// lastReap is when expired incomplete datagrams were last removed.
 	lastReap int64
@@ -84,8 +91,9 @@ func newReader(p *Pipeline, port, queue int, dev Device) *reader {
 		free: make(chan *batch, nb),
 		defr: defrag.New(p.cfg.Defrag),
 	}
+	slot := slotSize(p.ports)
 	for i := 0; i < nb; i++ {
-		r.free <- newBatch(size, r.free)
+		r.free <- newBatch(size, slot, r.free)
 	}
 	return r
 }
@@ -96,6 +104,10 @@ func (r *reader) run() {
 	for {
 		b := <-r.free
 		for i := range b.bufs {
+			if b.slot[i] != nil {
+				r.big = append(r.big, b.bufs[i])
+				b.bufs[i], b.slot[i] = b.slot[i], nil
+			}
 			b.bufs[i] = b.bufs[i][:cap(b.bufs[i])]
 		}
 		n, err := r.dev.Read(b.bufs, b.sizes, bufOffset)
@@ -151,7 +163,16 @@ func (r *reader) dispatch(b *batch, n int) {
 				b.owner[i] = noOwner
 				continue
 			}
-			m := copy(b.bufs[i][bufOffset:cap(b.bufs[i])], whole)
+			if len(whole)+bufOffset > cap(b.bufs[i]) {
+				var big []byte
+				if n := len(r.big); n > 0 {
+					big, r.big = r.big[n-1], r.big[:n-1]
+				} else {
+					big = make([]byte, bigSize)
+				}
+				b.slot[i], b.bufs[i] = b.bufs[i], big[:cap(big)]
+			}
+			m := copy(b.bufs[i][bufOffset:], whole)
 			b.sizes[i] = m
 			pkt.Decode(b.bufs[i][bufOffset : bufOffset+m])
 			b.frag[i] = maxFrag

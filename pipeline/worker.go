@@ -20,8 +20,16 @@ type worker struct {
 	ctl   chan func()
 	quit  chan struct{}
 
-	// out[port] lists the buffers to write to that port after the batch.
-	out [][][]byte
+	// out[port] lists the buffers to write to that port after the batch;
+	// outFlow[port][i] is a hash of the flow of out[port][i] when the
+	// device may coalesce it with others (GRO), else 0.
+	out     [][][]byte
+	outFlow [][]uint64
+	// heads are big buffers the packets that may start a GRO run are
+	// copied into before a write, so that the device can append the
+	// following segments of their flow (read buffers hold one packet).
+	heads [][]byte
+	seen  headSet
 	// arena holds packets the worker builds (ICMP errors, resets,
 	// fragments) until the batch's writes are done.
 	arena []byte
@@ -89,6 +97,7 @@ func newWorker(p *Pipeline, id, max int) *worker {
 		quit: make(chan struct{}),
 		out:  make([][][]byte, len(p.ports)),
 	}
+	w.outFlow = make([][]uint64, len(p.ports))
 	w.table = conntrack.NewTable(p.cfg.Conntrack, conntrack.TableOptions{
 		Worker:  uint8(id),
 		Seed:    p.seed ^ uint64(id)*0x9e3779b97f4a7c15,
@@ -196,6 +205,9 @@ func (w *worker) flush() {
 		}
 		qs := w.p.ports[port].Queues
 		q := qs[w.id%len(qs)]
+		if q.BatchSize() > 1 && len(bufs) > 1 {
+			w.prepareHeads(bufs, w.outFlow[port])
+		}
 		if _, err := q.Write(bufs, bufOffset); err != nil {
 			w.stats.WriteErrs[port]++
 			w.stats.Drops[DropWrite]++
@@ -204,13 +216,78 @@ func (w *worker) flush() {
 			bufs[i] = nil
 		}
 		w.out[port] = bufs[:0]
+		w.outFlow[port] = w.outFlow[port][:0]
 	}
+}
+
+// prepareHeads copies the first packet of every coalescable flow of a
+// write batch into a big buffer: the device's GRO appends the flow's
+// following segments to it, which needs room a read buffer does not have.
+// It costs one copy per flow per batch.
+func (w *worker) prepareHeads(bufs [][]byte, flows []uint64) {
+	w.seen.reset()
+	nh := 0
+	for i, f := range flows {
+		if f == 0 || cap(bufs[i]) >= bigSize || !w.seen.add(f) {
+			continue
+		}
+		if nh == len(w.heads) {
+			w.heads = append(w.heads, make([]byte, bigSize))
+		}
+		h := w.heads[nh][:len(bufs[i])]
+		nh++
+		copy(h, bufs[i])
+		bufs[i] = h
+	}
+}
+
+// headSet is a small set of flow hashes for one write batch.
+type headSet struct {
+	slots [256]uint64
+	used  [256]uint8
+	n     int
+}
+
+func (s *headSet) reset() {
+	for _, i := range s.used[:s.n] {
+		s.slots[i] = 0
+	}
+	s.n = 0
+}
+
+// add inserts f and reports whether it was new. A full set answers false
+// (no more heads are prepared for this batch).
+func (s *headSet) add(f uint64) bool {
+	i := uint8(f)
+	for probe := 0; probe < 256; probe++ {
+		switch s.slots[i] {
+		case f:
+			return false
+		case 0:
+			if s.n == len(s.used) {
+				return false
+			}
+			s.slots[i] = f
+			s.used[s.n] = i
+			s.n++
+			return true
+		}
+		i++
+	}
+	return false
 }
 
 // emit queues a packet (a slice with bufOffset bytes of headroom before
 // it) for writing to port.
 func (w *worker) emit(port int, buf []byte) {
+	w.emitFlow(port, buf, 0)
+}
+
+// emitFlow is emit for a forwarded packet that the device may coalesce
+// with the other segments of flow (a hash, 0 for none).
+func (w *worker) emitFlow(port int, buf []byte, flow uint64) {
 	w.out[port] = append(w.out[port], buf)
+	w.outFlow[port] = append(w.outFlow[port], flow)
 	w.stats.TxPackets[port]++
 	w.stats.TxBytes[port] += uint64(len(buf) - bufOffset)
 }
@@ -361,7 +438,11 @@ func (w *worker) handle(b *batch, i int, rs *filter.Ruleset) {
 	if p.Length > limit {
 		w.fragment(out, buf[bufOffset:], limit)
 	} else {
-		w.emit(out, buf)
+		var flow uint64
+		if (p.Proto == packet.TCP || p.Proto == packet.UDP) && p.PayloadLen() > 0 {
+			flow = p.Key.Hash(w.p.seed) | 1
+		}
+		w.emitFlow(out, buf, flow)
 	}
 	if tr != nil {
 		w.trace.Out = out
