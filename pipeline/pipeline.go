@@ -272,3 +272,7 @@ func (p *Pipeline) Close() {
 
 // Stopping reports whether Close was called.
 func (p *Pipeline) Stopping() bool { return p.closed.Load() }
+
+// DefaultWorkers is the number of workers used when none is configured:
+// one per CPU the process may use.
+func DefaultWorkers() int { return min(runtime.GOMAXPROCS(0), MaxWorkers) }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -79,6 +80,14 @@ func (q *queue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		err = fmt.Errorf("tundev: %s was removed: %w (%v)", q.d.subject(), os.ErrClosed, err)
 	}
 	return n, err
+}
+
+// InterruptRead makes a Read blocked on the queue return (with
+// os.ErrDeadlineExceeded), and every later one, without closing the
+// descriptor: the pipeline stops its readers this way, writes what is
+// still queued, and only then closes the device.
+func (q *queue) InterruptRead() error {
+	return q.File().SetReadDeadline(time.Unix(1, 0))
 }
 
 // detached reports whether the queue's descriptor is no longer attached to
