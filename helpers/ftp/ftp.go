@@ -33,8 +33,8 @@ type Config struct {
 	MaxExpected int
 	// Log, if not nil, is called for the rare events that the counters
 	// count by reason: dropped partial commands, refused expectations
-	// (bounce, failed add). It runs on the pipeline worker's goroutine and
-	// must not block or retain the Event's Command beyond the call.
+	// (bounce, failed add). It runs synchronously on the pipeline worker's
+	// goroutine, possibly on several workers at once, and must not block.
 	Log func(Event)
 }
 
@@ -174,9 +174,7 @@ func (s *connState) remember(dir conntrack.Dir, seq uint32) {
 // seqBefore compares sequence numbers modulo 2^32.
 func seqBefore(a, b uint32) bool { return int32(a-b) < 0 }
 
-var (
-	accept = conntrack.HelperResult{}
-)
+var accept = conntrack.HelperResult{}
 
 // Help examines one packet of an FTP control connection, the way the
 // kernel's FTP helper does:
