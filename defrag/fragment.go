@@ -22,9 +22,9 @@ import (
 // IPv6: a fragment header follows the unfragmentable part (the IPv6 header
 // and any extension headers up to and including the last routing header,
 // or the hop-by-hop header; RFC 8200 4.5), with an identification derived
-// from a secret seed and the packet's addresses and contents (so that
-// retransmissions of one datagram get the same identification and
-// different datagrams almost surely different ones).
+// from a secret seed and the packet's addresses, length and transport
+// header (so that retransmissions of one datagram get the same
+// identification and different datagrams almost surely different ones).
 //
 // A packet that already fits is passed through as a single copy. Fragment
 // does not look at DF: deciding between fragmenting and sending
@@ -233,12 +233,23 @@ func passThrough(pkt []byte, alloc func(int) []byte) bool {
 // (RFC 7739).
 var idSeed = rand.Uint64()
 
-// fragID6 derives a fragment identification from the datagram.
+// fragID6 derives a fragment identification from the datagram: its
+// addresses, length, and the first 24 and last 16 bytes of what follows the
+// IPv6 header. Those cover the transport header (ports, TCP sequence
+// numbers, and the transport checksum, which depends on every byte of the
+// payload; a sum over the payload itself would not do, since a valid
+// transport checksum makes that sum the same for every payload).
 func fragID6(pkt []byte) uint32 {
 	le := binary.LittleEndian
 	h := mix(le.Uint64(pkt[8:])^idSeed, le.Uint64(pkt[16:]))
-	h = mix(h^le.Uint64(pkt[24:]), le.Uint64(pkt[32:]))
-	h = mix(h^uint64(packet.Checksum(pkt[40:], 0)), uint64(len(pkt))^idSeed)
+	h = mix(h^le.Uint64(pkt[24:]), le.Uint64(pkt[32:])^uint64(len(pkt)))
+	var tail [40]byte
+	rest := pkt[40:]
+	copy(tail[:24], rest)
+	copy(tail[24:], rest[max(0, len(rest)-16):])
+	h = mix(h^le.Uint64(tail[0:]), le.Uint64(tail[8:]))
+	h = mix(h^le.Uint64(tail[16:]), le.Uint64(tail[24:]))
+	h = mix(h^le.Uint64(tail[32:]), idSeed)
 	return uint32(h) ^ uint32(h>>32)
 }
 
