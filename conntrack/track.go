@@ -415,6 +415,11 @@ func (t *Table) Commit(r *Result, p *packet.Parsed, now int64) HelperResult {
 		if hr.Drop {
 			t.stats.HelperDrop++
 			if r.isNew {
+				// The entry is never confirmed: whatever its helper
+				// announced goes with it.
+				if t.expect != nil {
+					t.expect.RemoveMaster(t.id(i))
+				}
 				t.free(i)
 				r.idx, r.isNew = 0, false
 			}
