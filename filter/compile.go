@@ -1069,47 +1069,57 @@ func knownList(names []string) string {
 }
 
 // suggest returns ` (did you mean "x"?)` for the known name closest to s,
-// or "".
+// or "" when none is close.
 func suggest(s string, known []string) string {
-	best, bestD := "", len(s)/2+2
+	if best := Closest(s, known); best != "" {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	return ""
+}
+
+// Closest returns the name in known that is a likely misspelling of s
+// (at most 2 edits, or a fifth of its length for long names, and fewer
+// than half its length), or "".
+func Closest(s string, known []string) string {
+	best, bestD := "", max(2, len(s)/5)+1
 	for _, k := range known {
-		if d := editDistance(strings.ToLower(s), strings.ToLower(k)); d < bestD {
+		d := editDistance(strings.ToLower(s), strings.ToLower(k))
+		if d < bestD && 2*d <= len(s) {
 			best, bestD = k, d
 		}
 	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
+	return best
 }
 
-// editDistance is the Levenshtein distance (for suggestions only).
+// editDistance is the optimal-string-alignment distance (Levenshtein with
+// transpositions), for suggestions only.
 func editDistance(a, b string) int {
 	if len(a) > 64 || len(b) > 64 {
 		return max(len(a), len(b))
 	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
 	}
 	for i := 1; i <= len(a); i++ {
-		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
 	}
-	return prev[len(b)]
+	return d[len(a)][len(b)]
 }
 
-// EditDistance is exported for the configuration layer's "did you mean"
-// hints on keys.
-func EditDistance(a, b string) int { return editDistance(a, b) }
 
 // Index keys.
 

@@ -77,7 +77,8 @@ type Warning struct {
 	// ShadowedBy is the earlier rule that takes all of this rule's
 	// packets, -1 when the rule contradicts itself.
 	ShadowedBy int
-	Msg        string
+	// Msg says why, without rule numbers (String adds them).
+	Msg string
 }
 
 // Path returns the rule's location in the configuration's key syntax.
@@ -85,4 +86,9 @@ func (w Warning) Path() string {
 	return "chains." + w.Chain.String() + ".rules[" + strconv.Itoa(w.Rule) + "]"
 }
 
-func (w Warning) String() string { return w.Path() + ": " + w.Msg }
+func (w Warning) String() string {
+	if w.ShadowedBy >= 0 {
+		return w.Path() + ": " + w.Msg + " (rule " + strconv.Itoa(w.ShadowedBy) + ")"
+	}
+	return w.Path() + ": " + w.Msg
+}

@@ -24,12 +24,11 @@ func (c *compiler) analyze(ch Chain, chn *chain) {
 			if !ri.action.Terminal() || ri.never() != "" || !covers(ri, rj) {
 				continue
 			}
-			what := "every packet it could match is taken by"
+			msg := fmt.Sprintf("rule can never match: an earlier %s rule takes every packet it could match", ri.action)
 			if ri.need == 0 && ri.states == allStates && ri.fams == famAll {
-				what = "it comes after the unconditional"
+				msg = fmt.Sprintf("rule can never match: it comes after an unconditional %s rule", ri.action)
 			}
-			c.warns = append(c.warns, Warning{Chain: ch, Rule: rj.pos, ShadowedBy: ri.pos,
-				Msg: fmt.Sprintf("rule can never match: %s rule %d (%s)", what, ri.pos, ri.action)})
+			c.warns = append(c.warns, Warning{Chain: ch, Rule: rj.pos, ShadowedBy: ri.pos, Msg: msg})
 			break
 		}
 	}

@@ -155,7 +155,7 @@ func TestWarningText(t *testing.T) {
 	if err != nil || len(warns) != 1 {
 		t.Fatalf("warns %v err %v", warns, err)
 	}
-	want := "chains.forward.rules[1]: rule can never match: it comes after the unconditional rule 0 (accept)"
+	want := "chains.forward.rules[1]: rule can never match: it comes after an unconditional accept rule (rule 0)"
 	if warns[0].String() != want {
 		t.Fatalf("got %q\nwant %q", warns[0].String(), want)
 	}
