@@ -1120,7 +1120,6 @@ func editDistance(a, b string) int {
 	return d[len(a)][len(b)]
 }
 
-
 // Index keys.
 
 var stateClasses = [5]conntrack.State{
