@@ -664,10 +664,10 @@ func (c *tcpConn) checkRST(seg *tcpSeg, in *tcpIn, oldState TCPState, out tcpOut
 		newState = oldState
 		out.detail = tcpDetailRSTInexact
 	}
-	// 6c: RST answering a SYN we ignored, or an ACK of a half-open
-	// connection: its ack may acknowledge data we never saw, so skip the
-	// window check.
-	if ((in.status&StatusSeenReply != 0 && c.lastIndex == tcpSynSet) ||
+	// 6c: RST answering a SYN we ignored (sent by the other side: recent
+	// kernels check the direction), or an ACK of a half-open connection:
+	// its ack may acknowledge data we never saw, so skip the window check.
+	if ((in.status&StatusSeenReply != 0 && c.lastIndex == tcpSynSet && c.lastDir != in.dir) ||
 		(in.status&StatusAssured == 0 && c.lastIndex == tcpAckSet)) &&
 		seg.ack == c.lastEnd {
 		out.detail = tcpDetailRSTAnswersIgnored

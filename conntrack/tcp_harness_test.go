@@ -408,3 +408,123 @@ func runSteps(t *testing.T, sim *tcpSim, steps []expectStep) {
 		}
 	}
 }
+
+// ---- Plausible random segments (fuzzing and the kernel comparison). ----
+
+// byteSource yields pseudo-random bytes: from fuzz input, or from a PRNG.
+type byteSource interface{ byte() byte }
+
+// fuzzBytes reads a fuzz input; past its end it yields zeros.
+type fuzzBytes struct {
+	b []byte
+	i int
+}
+
+func (f *fuzzBytes) byte() byte {
+	if f.i >= len(f.b) {
+		f.i++
+		return 0
+	}
+	f.i++
+	return f.b[f.i-1]
+}
+
+func (f *fuzzBytes) done() bool { return f.i >= len(f.b) }
+
+func u16(s byteSource) uint16 { return uint16(s.byte())<<8 | uint16(s.byte()) }
+func u32(s byteSource) uint32 { return uint32(u16(s))<<16 | uint32(u16(s)) }
+
+// genFlags are the flag combinations the generator picks from: mostly
+// valid ones, a few that the pre-check rejects.
+var genFlags = []packet.TCPFlags{
+	fS, fS | fA, fA, fA | fP, fA, fA | fP, fF | fA, fR, fR | fA, fS, fA, fF | fA | fP,
+	fS | fU, fA | fU, fS | packet.ECE | packet.CWR, 0, fF, fS | fF, fR | fF,
+}
+
+// near returns a sequence number close to base (or anywhere), so that
+// generated segments hit window edges often.
+func near(s byteSource, base uint32) uint32 {
+	switch s.byte() % 8 {
+	case 0:
+		return base
+	case 1:
+		return base - 1
+	case 2:
+		return base + 1
+	case 3:
+		return base + uint32(s.byte())*8
+	case 4:
+		return base - uint32(s.byte())*8
+	case 5:
+		return base + uint32(u16(s))
+	case 6:
+		return base - uint32(u16(s))*2
+	}
+	return u32(s)
+}
+
+// genSeg returns a plausible next segment from endpoint from, given the
+// simulated entry (its window data steers the numbers towards the edges).
+func genSeg(s byteSource, sim *tcpSim, from tcpEnd) tcpSeg {
+	var seg tcpSeg
+	seg.flags = genFlags[int(s.byte())%len(genFlags)]
+	var sendEnd, recvEnd, recvMaxEnd uint32
+	if sim.exists {
+		d := sim.dirOf(from)
+		sendEnd = sim.conn.dir[d].end
+		recvEnd = sim.conn.dir[d^1].end
+		recvMaxEnd = sim.conn.dir[d].maxend
+		if sim.conn.lastEnd != 0 && s.byte()%4 == 0 {
+			recvEnd = sim.conn.lastEnd // answer the last ignored packet
+		}
+	} else {
+		sendEnd, recvEnd, recvMaxEnd = u32(s), u32(s), 0
+	}
+	if s.byte()%8 == 0 && recvMaxEnd != 0 {
+		seg.seq = near(s, recvMaxEnd) // the upper edge of the window
+	} else {
+		seg.seq = near(s, sendEnd)
+	}
+	if seg.flags&packet.ACK != 0 || s.byte()%4 == 0 {
+		seg.ack = near(s, recvEnd)
+	}
+	switch s.byte() % 6 {
+	case 0:
+		seg.win = 0
+	case 1:
+		seg.win = 1
+	case 2:
+		seg.win = 257
+	case 3:
+		seg.win = 65535
+	default:
+		seg.win = u16(s)
+	}
+	switch s.byte() % 8 {
+	case 0:
+		seg.dataLen = 1
+	case 1:
+		seg.dataLen = 100
+	case 2:
+		seg.dataLen = 1460
+	case 3:
+		seg.dataLen = uint32(u16(s)) % 2000
+	default:
+		seg.dataLen = 0
+	}
+	o := s.byte()
+	if o&1 != 0 {
+		seg = seg.wscale(s.byte() % 16)
+	}
+	if o&2 != 0 {
+		seg = seg.sackPerm()
+	}
+	if o&4 != 0 {
+		l := near(s, recvEnd)
+		seg = seg.sackBlock(l, l+uint32(s.byte())*16)
+	}
+	if o&8 != 0 {
+		seg = seg.mss()
+	}
+	return seg
+}
