@@ -631,7 +631,34 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decoding into a used Parsed differs:%s", d)
 		}
 		reused.Decode(quotedTCP)
+		checkReplies(t, &p)
+		packet.DecTTL(append([]byte(nil), b...))
 	})
+}
+
+// checkReplies runs the reply builders on p: whatever they build must
+// decode cleanly, with valid checksums, and be what was asked for.
+func checkReplies(t *testing.T, p *packet.Parsed) {
+	t.Helper()
+	var r packet.Parsed
+	if out, ok := packet.AppendICMPError(nil, p, 3, 4, 1400, [16]byte{}); ok {
+		r.Decode(out)
+		if r.Err != packet.ErrNone || !r.L4ChecksumValid() || !r.IsICMPError() || r.Length > 1280 {
+			t.Fatalf("ICMP error: err %v checksum %v quote at %d length %d", r.Err, r.L4ChecksumValid(), r.InnerOff, r.Length)
+		}
+	}
+	if out, ok := packet.AppendTCPReset(nil, p); ok {
+		r.Decode(out)
+		if r.Err != packet.ErrNone || !r.L4ChecksumValid() || r.TCPFlags&packet.RST == 0 || r.Key != p.Key.Reverse() {
+			t.Fatalf("reset: err %v checksum %v flags %v key %v", r.Err, r.L4ChecksumValid(), r.TCPFlags, r.Key)
+		}
+	}
+	if out, ok := packet.AppendEchoReply(nil, p); ok {
+		r.Decode(out)
+		if inv, _ := p.Key.Invert(); r.Err != packet.ErrNone || !r.L4ChecksumValid() || r.Key != inv {
+			t.Fatalf("echo reply: err %v checksum %v key %v", r.Err, r.L4ChecksumValid(), r.Key)
+		}
+	}
 }
 
 func checkInvariants(t *testing.T, p *packet.Parsed, b []byte) {

@@ -155,7 +155,7 @@ func AppendICMPError(dst []byte, p *Parsed, typ, code uint8, mtu uint32, src [16
 }
 
 // AppendEchoReply appends the reply to the ICMP echo request (type 8) or
-// ICMPv6 echo request (type 128) p: addresses swapped, the same
+// ICMPv6 echo request (type 128) p: addresses swapped, the same code,
 // identifier, sequence number and data, TTL / hop limit ReplyTTL, p's TOS /
 // traffic class. An IPv4 reply reuses the request's IP identification with
 // DF clear (the request's sender keeps those unique per its flow; the reply
@@ -187,7 +187,7 @@ func AppendEchoReply(dst []byte, p *Parsed) ([]byte, bool) {
 		binary.BigEndian.PutUint16(h[10:], ^Checksum(h[:20], 0))
 	}
 	copy(m, msg)
-	m[0], m[1] = typ, 0
+	m[0] = typ // the code is kept, as Linux does: the reply then matches the request's inverted tuple
 	m[2], m[3] = 0, 0
 	var ph uint32
 	if p.Family == 6 {

@@ -283,6 +283,13 @@ func TestAppendEchoReply(t *testing.T) {
 			}
 		})
 	}
+	// A request with a non-zero code gets a reply with the same code (as
+	// Linux sends it), so that the reply matches the inverted tuple.
+	odd := decode(t, pt.ICMP("10.0.0.1", "10.0.0.2", pt.ICMPOpts{Type: 8, Code: 5, ID: 3}))
+	out, ok := packet.AppendEchoReply(nil, odd)
+	if inv, _ := odd.Key.Invert(); !ok || decode(t, out).Key != inv || decode(t, out).ICMPCode != 5 {
+		t.Errorf("reply to a code-5 request: %v", decode(t, out).Key)
+	}
 	for name, b := range map[string][]byte{
 		"reply":         pt.ICMP4Echo("10.0.0.1", "10.0.0.2", 0, 1, 1),
 		"bad-checksum":  pt.BadL4Checksum(req),
