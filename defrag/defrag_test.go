@@ -622,3 +622,22 @@ func BenchmarkReassemble(b *testing.B) {
 		})
 	}
 }
+
+// An IPv6 atomic fragment (offset 0, M clear) is a whole packet: it is not
+// queued, and does not disturb a pending datagram with its identification
+// (RFC 6946; the kernel's nf_defrag_ipv6 would queue it).
+func TestAtomicFragment6(t *testing.T) {
+	pkt := pt.UDP6("[fd00::1]:1", "[fd00::2]:2", payload(64, 0))
+	tb := defrag.New(defrag.Config{})
+	add(t, tb, pt.FragmentAt6(pkt, 7, 0, 24, true), 0)
+	atomic := pt.UDP("[fd00::1]:1", "[fd00::2]:2", pt.UDPOpts{Payload: []byte("x"), Ext: []pt.Ext{pt.FragExt(0, false, 7)}})
+	if _, _, st := add(t, tb, atomic, 0); st != defrag.NotFragment {
+		t.Fatalf("atomic fragment: %v", st)
+	}
+	add(t, tb, pt.FragmentAt6(pkt, 7, 24, 24, true), 0)
+	whole, _, st := add(t, tb, pt.FragmentAt6(pkt, 7, 48, 24, false), 0)
+	if st != defrag.Reassembled {
+		t.Fatalf("pending datagram: %v", st)
+	}
+	checkWhole(t, whole, pkt)
+}

@@ -37,7 +37,19 @@
 //     to refragment (Fragment), so that the router forwards fragments no
 //     larger than the sender's (Linux's frag_max_size).
 //
-// Where this package is stricter than the kernel, it says so at the check
+// Where this package differs from nf_defrag_ipv6 on purpose: an IPv6
+// atomic fragment (offset 0, M clear) is a whole packet (RFC 6946; it is
+// not a fragment to packet.Parsed, so it never reaches a Table), whereas
+// the kernel queues it with the fragments of its identification, where a
+// forged one can complete or destroy another datagram. And where this
+// package is stricter than the kernel, it says so at the check
 // (the kernel passes some malformed IPv6 fragments through unreassembled;
-// here they are dropped, so that nothing untracked gets through).
+// here they are dropped, so that nothing untracked gets through). The
+// kernel's ipfrag_max_dist (restarting a datagram after 64 fragments from
+// the same source arrived in between) is not implemented.
+//
+// TestKernelDifferential (ROUTER_KERNEL_DEFRAG=1, root) replays a thousand
+// fragment sequences through the running kernel's conntrack
+// defragmentation and through a Table and requires the same datagrams to
+// come out.
 package defrag
