@@ -532,3 +532,23 @@ func TestTCPSYNReinit(t *testing.T) {
 		}
 	})
 }
+
+// TestTCPPickupBothSidesUnknown: with no window data on either side (not
+// reachable through init, which always fills the original side), the
+// first packet seeds both directions so that III and IV pass.
+func TestTCPPickupBothSidesUnknown(t *testing.T) {
+	cfg := testTCPConfig()
+	c := tcpConn{state: TCPEstablished, lastIndex: tcpNoneSet}
+	seg := tseg(fA, 100, 200, 10, 5)
+	out := c.packet(&seg, tcpIn{dir: Original, status: StatusSeenReply | StatusAssured, cfg: &cfg})
+	if out.action != tcpAccept {
+		t.Fatalf("%v %q", out.action, out.detail)
+	}
+	want := [2]tcpDirState{
+		{end: 105, maxend: 115, maxwin: 10, maxack: 200, flags: tcpFlagMaxAckSet},
+		{end: 200, maxend: 210},
+	}
+	if c.dir != want {
+		t.Errorf("window data %+v, want %+v", c.dir, want)
+	}
+}
