@@ -15,7 +15,11 @@ func TestKernelOnly(t *testing.T) {
 		}
 		out := k.Run(s)
 		for i, o := range out {
-			t.Logf("%s #%d %-22s %-28s reason=%q %s", s.Name, i, s.Packets[i].Note, o.Short(), o.Reason, o.Detail)
+			mark := ""
+			if w := s.Packets[i].Want; w != "" && w != o.State {
+				mark = "  <<<<<< WANT " + w
+			}
+			t.Logf("%s #%d %-40s %-22s reason=%q %s%s", s.Name, i, s.Packets[i].Note, o.Short(), o.Reason, o.Detail, mark)
 		}
 	}
 }

@@ -126,11 +126,15 @@ const (
 	fRA     = packet.RST | packet.ACK
 )
 
-// handshake adds SYN, SYN/ACK, ACK.
-func (c *tcpConn) handshake() *tcpConn {
-	c.send(Client, fSYN, "", "client SYN", StateNew)
-	c.send(Server, fSYNACK, "", "server SYN/ACK", StateEstablished)
-	c.send(Client, fACK, "", "client ACK", StateEstablished)
+// handshake adds SYN, SYN/ACK, ACK from the client.
+func (c *tcpConn) handshake() *tcpConn { return c.handshakeFrom(Client, StateNew) }
+
+// handshakeFrom adds SYN, SYN/ACK, ACK with init as the initiator; the SYN
+// is built to be synWant (new, or related for an expected connection).
+func (c *tcpConn) handshakeFrom(init Side, synWant string) *tcpConn {
+	c.send(init, fSYN, "", init.String()+" SYN", synWant)
+	c.send(init.Other(), fSYNACK, "", init.Other().String()+" SYN/ACK", StateEstablished)
+	c.send(init, fACK, "", init.String()+" ACK", StateEstablished)
 	return c
 }
 

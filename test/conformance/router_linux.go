@@ -1,0 +1,471 @@
+package conformance
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tunrouter/router/packet"
+	"github.com/tunrouter/router/tundev/tundevtest"
+)
+
+// routerRunner plays scenarios through this router: the daemon runs with
+// a configuration translated from the scenario, its TUN devices in the
+// client and server namespaces ("lan0", "wan0"). Packets are injected
+// with AF_PACKET on the client's (or server's) TUN, so the daemon reads
+// exactly those bytes, and captured with AF_PACKET on the other TUN; the
+// trace file gives each packet's ct state, INVALID reason and verdict. The
+// end namespaces drop everything their own stacks would see or send.
+type routerRunner struct {
+	tb     testing.TB
+	bin    string
+	dir    string
+	ns     [2]string
+	nsPath [2]string
+	seq    int
+	// Extra, when set, is appended to every generated configuration
+	// (used by tests of the runner itself).
+	Extra string
+}
+
+// devName are the router's devices on the client and server links.
+var devName = [2]string{"lan0", "wan0"}
+
+// buildRouter builds cmd/router into dir.
+func buildRouter(tb testing.TB, dir string) string {
+	tb.Helper()
+	bin := filepath.Join(dir, "router")
+	root := moduleRoot(tb)
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/router")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build ./cmd/router: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func moduleRoot(tb testing.TB) string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || len(bytes.TrimSpace(out)) == 0 {
+		tb.Fatalf("go env GOMOD: %v", err)
+	}
+	return filepath.Dir(string(bytes.TrimSpace(out)))
+}
+
+func newRouterRunner(tb testing.TB, bin string) *routerRunner {
+	r := &routerRunner{tb: tb, bin: bin, dir: tb.TempDir()}
+	for i, p := range []string{"cfr-c", "cfr-s"} {
+		r.ns[i], r.nsPath[i] = tundevtest.NewNetns(tb, p)
+		runStdin(tb, endNftables, "ip", "netns", "exec", r.ns[i], "nft", "-f", "-")
+	}
+	return r
+}
+
+// config renders the router's configuration for s.
+func (r *routerRunner) config(s *Scenario) string {
+	var b strings.Builder
+	b.WriteString("[router]\nworkers = 2\ncontrol_socket = \"\"\nlog_level = \"info\"\n\n")
+	for i := range 2 {
+		fmt.Fprintf(&b, "[[device]]\nname = %q\nnetns = %q\naddresses = [%q, %q]\noffload = false\n\n",
+			devName[i], r.nsPath[i], Router4[i].String(), Router6[i].String())
+	}
+	b.WriteString(s.Sysctls.toml())
+	b.WriteString("[helpers.ftp]\nports = []\nloose = false\n\n")
+	b.WriteString(s.Rules.tomlRules())
+	b.WriteString(r.Extra)
+	return b.String()
+}
+
+// traceLine is one record of the daemon's trace file.
+type traceLine struct {
+	In       *string `json:"in"`
+	Out      *string `json:"out"`
+	Family   int     `json:"family"`
+	Proto    string  `json:"proto"`
+	Src      string  `json:"src"`
+	Dst      string  `json:"dst"`
+	Len      int     `json:"len"`
+	IPID     uint32  `json:"ipid"`
+	SPort    int     `json:"sport"`
+	DPort    int     `json:"dport"`
+	ICMPType int     `json:"icmp_type"`
+	ICMPCode int     `json:"icmp_code"`
+	ICMPID   int     `json:"icmp_id"`
+	Flags    string  `json:"flags"`
+	Seq      uint32  `json:"seq"`
+	Ack      uint32  `json:"ack"`
+	Payload  int     `json:"payload"`
+	Ct       string  `json:"ct"`
+	State    string  `json:"state"`
+	Reason   string  `json:"reason"`
+	Status   string  `json:"status"`
+	TCPState string  `json:"tcp_state"`
+	Chain    string  `json:"chain"`
+	Rule     int     `json:"rule"`
+	Verdict  string  `json:"verdict"`
+	Why      string  `json:"why"`
+
+	used bool
+}
+
+// sig is the part of a trace record that identifies the packet.
+type sig struct {
+	in                     string
+	family                 int
+	proto, src, dst, flags string
+	length                 int
+	ipid                   uint32
+	sport, dport           int
+	icmpType, icmpCode     int
+	icmpID                 int
+	seq, ack               uint32
+	payload                int
+}
+
+func (l *traceLine) sig() sig {
+	in := ""
+	if l.In != nil {
+		in = *l.In
+	}
+	return sig{in: in, family: l.Family, proto: l.Proto, src: l.Src, dst: l.Dst, flags: l.Flags,
+		length: l.Len, ipid: l.IPID, sport: l.SPort, dport: l.DPort, icmpType: l.ICMPType,
+		icmpCode: l.ICMPCode, icmpID: l.ICMPID, seq: l.Seq, ack: l.Ack, payload: l.Payload}
+}
+
+// packetSig computes what the trace will say about an injected packet:
+// the daemon decodes the same bytes with the same decoder.
+func packetSig(from Side, b []byte) sig {
+	var p packet.Parsed
+	p.Decode(b)
+	s := sig{in: devName[from]}
+	if p.Family == 0 {
+		return s
+	}
+	s.family = int(p.Family)
+	s.proto = p.Proto.String()
+	s.src = p.Key.SrcAddr().String()
+	s.dst = p.Key.DstAddr().String()
+	s.length = p.Length
+	s.ipid = p.IPID
+	switch p.Proto {
+	case packet.TCP, packet.UDP, packet.UDPLite, packet.SCTP:
+		s.sport, s.dport = int(p.SrcPort), int(p.DstPort)
+	case packet.ICMP, packet.ICMPv6:
+		s.icmpType, s.icmpCode, s.icmpID = int(p.ICMPType), int(p.ICMPCode), int(p.ICMPID)
+	}
+	if p.Proto == packet.TCP {
+		s.flags = p.TCPFlags.String()
+		s.seq, s.ack, s.payload = p.Seq, p.Ack, p.PayloadLen()
+	}
+	return s
+}
+
+// daemon is one running router process.
+type daemon struct {
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+	trace  string
+	exited chan struct{}
+	sock   [2]*pktSock
+	caps   [2]chan captured
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// start writes the configuration and starts the daemon, then waits until
+// both devices are up and opens the inject/capture sockets on them.
+func (r *routerRunner) start(s *Scenario) (*daemon, error) {
+	r.seq++
+	cfg := filepath.Join(r.dir, fmt.Sprintf("%03d-%s.toml", r.seq, s.Name))
+	trace := filepath.Join(r.dir, fmt.Sprintf("%03d-%s.trace", r.seq, s.Name))
+	if err := os.WriteFile(cfg, []byte(r.config(s)), 0o644); err != nil {
+		return nil, err
+	}
+	d := &daemon{stderr: &lockedBuffer{}, trace: trace, exited: make(chan struct{})}
+	d.cmd = exec.Command(r.bin, "run", "--config", cfg, "--trace", trace)
+	d.cmd.Stdout = d.stderr
+	d.cmd.Stderr = d.stderr
+	if err := d.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { d.cmd.Wait(); close(d.exited) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for i := range 2 {
+		for {
+			var up bool
+			err := tundevtest.InNetns(r.nsPath[i], func() error {
+				ifi, err := net.InterfaceByName(devName[i])
+				if err != nil {
+					return err
+				}
+				up = ifi.Flags&net.FlagUp != 0
+				if up {
+					d.sock[i], err = openPktSock(devName[i], nil)
+				}
+				return err
+			})
+			if err == nil && up {
+				break
+			}
+			select {
+			case <-d.exited:
+				d.close()
+				return nil, fmt.Errorf("router exited: %v\n%s", d.cmd.ProcessState, d.stderr)
+			case <-time.After(10 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				d.stop()
+				return nil, fmt.Errorf("router devices not up after 10 s (%v)\n%s", err, d.stderr)
+			}
+		}
+		d.caps[i] = make(chan captured, 1024)
+		d.sock[i].start(d.caps[i])
+	}
+	// The devices are up before the pipeline reads them; wait for the
+	// daemon to say it runs.
+	for !strings.Contains(d.stderr.String(), "router running") {
+		select {
+		case <-d.exited:
+			d.close()
+			return nil, fmt.Errorf("router exited: %v\n%s", d.cmd.ProcessState, d.stderr)
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			d.stop()
+			return nil, fmt.Errorf("router not running after 10 s\n%s", d.stderr)
+		}
+	}
+	return d, nil
+}
+
+func (d *daemon) close() {
+	for _, s := range d.sock {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
+// stop ends the daemon (SIGTERM, then SIGKILL after 5 s).
+func (d *daemon) stop() {
+	d.close()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(5 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.exited
+	}
+}
+
+// Run plays s through a fresh daemon.
+func (r *routerRunner) Run(s *Scenario) ([]Outcome, error) {
+	d, err := r.start(s)
+	if err != nil {
+		return nil, err
+	}
+	defer d.stop()
+	tail := &traceTail{path: d.trace}
+	out := make([]Outcome, len(s.Packets))
+	sigs := make([]sig, len(s.Packets))
+	lines := make([]*traceLine, len(s.Packets))
+	for i, p := range s.Packets {
+		sigs[i] = packetSig(p.From, p.Bytes)
+		// An identical earlier packet (an IPv6 retransmission: no ID)
+		// must have its record before this one can be told apart.
+		for j := range i {
+			if lines[j] == nil && sigs[j] == sigs[i] {
+				if lines[j] = tail.wait(sigs[j], 2*time.Second); lines[j] == nil {
+					return nil, fmt.Errorf("packet %d (%s): no trace record\n%s", j, s.Packets[j].Note, tail.dump())
+				}
+			}
+		}
+		delivered, modified, l, err := r.one(d, tail, p, sigs[i])
+		if err != nil {
+			return nil, fmt.Errorf("packet %d: %w", i, err)
+		}
+		out[i].Delivered = delivered
+		lines[i] = l
+		if modified {
+			out[i].Detail = "delivered modified"
+		}
+	}
+	// Every packet has a trace record; delivered ones may not be flushed
+	// yet (the daemon flushes its trace every 100 ms).
+	for i := range s.Packets {
+		{
+			l := lines[i]
+			if l == nil {
+				l = tail.wait(sigs[i], 2*time.Second)
+			}
+			if l != nil {
+				out[i].State = l.State
+				if strings.HasPrefix(l.Verdict, "drop: ip header") {
+					out[i].State = StateNone
+				}
+				if l.State == StateInvalid || l.Verdict != "accept" {
+					out[i].Reason = l.Reason
+				}
+				out[i].Detail = joinNonEmpty("; ", out[i].Detail, routerDetail(l))
+				continue
+			}
+			return nil, fmt.Errorf("packet %d (%s): no trace record\n%s", i, s.Packets[i].Note, tail.dump())
+		}
+	}
+	return out, nil
+}
+
+func routerDetail(l *traceLine) string {
+	d := "verdict " + l.Verdict
+	if l.Chain != "" && l.Verdict != "accept" {
+		if l.Rule >= 0 {
+			d += fmt.Sprintf(" (%s rule %d)", l.Chain, l.Rule)
+		} else {
+			d += fmt.Sprintf(" (%s policy)", l.Chain)
+		}
+	}
+	if l.TCPState != "" {
+		d += ", tcp " + l.TCPState
+	}
+	if l.Why != "" {
+		d += ", helper: " + l.Why
+	}
+	return d
+}
+
+// one injects a packet and waits until it comes out on the other side or
+// the trace has a record of it (a drop).
+func (r *routerRunner) one(d *daemon, tail *traceTail, p Packet, want sig) (delivered, modified bool, line *traceLine, err error) {
+	id, _ := identOf(p.Bytes)
+	if err := d.sock[p.From].send(p.Bytes); err != nil {
+		return false, false, nil, fmt.Errorf("inject: %w", err)
+	}
+	capCh := d.caps[p.From.Other()]
+	poll := time.NewTicker(5 * time.Millisecond)
+	defer poll.Stop()
+	deadline := time.After(3 * time.Second)
+	var traced time.Time
+	for {
+		select {
+		case c := <-capCh:
+			if cid, ok := identOf(c.Packet); ok && cid == id {
+				return true, !payloadSame(p.Bytes, c.Packet), line, nil
+			}
+		case <-poll.C:
+			tail.poll()
+			if line == nil {
+				if line = tail.take(want); line != nil {
+					if line.Verdict != "accept" {
+						return false, false, line, nil
+					}
+					// Accepted: it must show up; give the device a
+					// moment.
+					traced = time.Now()
+				}
+			} else if time.Since(traced) > waitDelivered {
+				return false, false, line, nil
+			}
+		case <-d.exited:
+			return false, false, nil, fmt.Errorf("router exited: %v\n%s", d.cmd.ProcessState, d.stderr)
+		case <-deadline:
+			return false, false, nil, fmt.Errorf("no capture and no trace record after 3 s\n%s", tail.dump())
+		}
+	}
+}
+
+// traceTail reads a growing JSON-lines trace file.
+type traceTail struct {
+	path    string
+	off     int64
+	partial []byte
+	lines   []*traceLine
+}
+
+func (t *traceTail) poll() {
+	f, err := os.Open(t.path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if _, err := f.Seek(t.off, io.SeekStart); err != nil {
+		return
+	}
+	data, _ := io.ReadAll(f)
+	t.off += int64(len(data))
+	data = append(t.partial, data...)
+	last := bytes.LastIndexByte(data, '\n')
+	t.partial = append([]byte(nil), data[last+1:]...)
+	sc := bufio.NewScanner(bytes.NewReader(data[:last+1]))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var l traceLine
+		if json.Unmarshal(sc.Bytes(), &l) == nil {
+			t.lines = append(t.lines, &l)
+		}
+	}
+}
+
+// peek returns the first unused record with signature s.
+func (t *traceTail) peek(s sig) *traceLine {
+	for _, l := range t.lines {
+		if !l.used && l.sig() == s {
+			return l
+		}
+	}
+	return nil
+}
+
+// take is peek that marks the record used.
+func (t *traceTail) take(s sig) *traceLine {
+	l := t.peek(s)
+	if l != nil {
+		l.used = true
+	}
+	return l
+}
+
+// wait polls until a record with signature s comes, and takes it.
+func (t *traceTail) wait(s sig, d time.Duration) *traceLine {
+	deadline := time.Now().Add(d)
+	for {
+		t.poll()
+		if l := t.take(s); l != nil || time.Now().After(deadline) {
+			return l
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (t *traceTail) dump() string {
+	data, _ := os.ReadFile(t.path)
+	if len(data) > 8000 {
+		data = data[len(data)-8000:]
+	}
+	return "trace:\n" + string(data)
+}
