@@ -641,3 +641,22 @@ func TestAtomicFragment6(t *testing.T) {
 	}
 	checkWhole(t, whole, pkt)
 }
+
+// A tiny first fragment (the TCP header split across fragments, RFC 1858)
+// decodes without error and reassembles: tracking sees the whole segment.
+func TestTinyFirstFragment(t *testing.T) {
+	pkt := pt.TCP("10.0.0.1:1234", "10.0.0.2:80", pt.TCPOpts{Flags: packet.SYN, MSS: 1460, WScale: 7, SACKPerm: true, ID: 3, Payload: payload(40, 0)})
+	frags := [][]byte{pt.FragmentAt4(pkt, 0, 8, true), pt.FragmentAt4(pkt, 8, 16, true), pt.FragmentAt4(pkt, 24, len(pkt)-44, false)}
+	var p packet.Parsed
+	p.Decode(frags[0])
+	if p.Err != packet.ErrNone || !p.Fragment || p.Key.DstPort != 80 {
+		t.Fatalf("tiny first fragment: err %v fragment %v key %v", p.Err, p.Fragment, p.Key)
+	}
+	whole, _ := feed(t, defrag.New(defrag.Config{}), frags, 0)
+	checkWhole(t, whole, pkt)
+	var w packet.Parsed
+	w.Decode(whole)
+	if !w.TCPOpts.HasMSS || w.TCPOpts.WScale != 7 {
+		t.Fatalf("reassembled options %+v", w.TCPOpts)
+	}
+}

@@ -368,17 +368,20 @@ func (p *Parsed) decode6(b []byte) {
 
 // decodeL4 decodes the transport header at off. For a first fragment it
 // needs the tuple bytes only (the rest of the segment is in later
-// fragments).
+// fragments): a header cut short by fragmentation is not an error there,
+// the fields present are decoded and PayloadOff stays at the end.
 func (p *Parsed) decodeL4(b []byte, off int) {
 	rest := b[off:]
 	switch p.Proto {
 	case TCP:
 		if len(rest) < 20 {
-			p.Err = ErrTCPTruncated
 			if len(rest) >= 4 {
 				p.SrcPort = binary.BigEndian.Uint16(rest[0:2])
 				p.DstPort = binary.BigEndian.Uint16(rest[2:4])
 				p.Key.SrcPort, p.Key.DstPort = p.SrcPort, p.DstPort
+			}
+			if len(rest) < 4 || !p.Fragment {
+				p.Err = ErrTCPTruncated
 			}
 			return
 		}
@@ -395,7 +398,9 @@ func (p *Parsed) decodeL4(b []byte, off int) {
 			return
 		}
 		if doff > len(rest) {
-			p.Err = ErrTCPTruncated
+			if !p.Fragment {
+				p.Err = ErrTCPTruncated
+			}
 			return
 		}
 		p.PayloadOff = off + doff
@@ -404,6 +409,12 @@ func (p *Parsed) decodeL4(b []byte, off int) {
 		}
 	case UDP, UDPLite:
 		if len(rest) < 8 {
+			if p.Fragment && len(rest) >= 4 {
+				p.SrcPort = binary.BigEndian.Uint16(rest[0:2])
+				p.DstPort = binary.BigEndian.Uint16(rest[2:4])
+				p.Key.SrcPort, p.Key.DstPort = p.SrcPort, p.DstPort
+				return
+			}
 			p.Err = ErrUDPTruncated
 			return
 		}
@@ -421,6 +432,12 @@ func (p *Parsed) decodeL4(b []byte, off int) {
 		}
 	case SCTP:
 		if len(rest) < 12 {
+			if p.Fragment && len(rest) >= 4 {
+				p.SrcPort = binary.BigEndian.Uint16(rest[0:2])
+				p.DstPort = binary.BigEndian.Uint16(rest[2:4])
+				p.Key.SrcPort, p.Key.DstPort = p.SrcPort, p.DstPort
+				return
+			}
 			p.Err = ErrL4Truncated
 			return
 		}

@@ -92,6 +92,7 @@ var (
 	bigUDP6     = pt.UDP6("[fd00::1]:1000", "[fd00::2]:2000", hundred())
 	quoted6     = pt.TCP6("[fd00::1]:1234", "[fd00::2]:80", pt.TCPOpts{Flags: packet.SYN, WScale: pt.NoWScale, Ext: []pt.Ext{pt.HopByHop, pt.DestOpts}})
 	quotedEcho6 = pt.ICMP6Echo("fd00::1", "fd00::2", packet.ICMPv6EchoRequest, 0x77, 1)
+	synOpts     = pt.TCP4("10.0.0.1:1234", "10.0.0.2:80", pt.TCPOpts{Flags: packet.SYN, Seq: 5, Win: 1000, MSS: 1460, WScale: 7, ID: 0x99, Payload: hundred()})
 )
 
 type fixture struct {
@@ -294,6 +295,22 @@ func fixtures() []fixture {
 			// UDP length (108) is not checked against a fragment
 			view{Family: 4, Proto: packet.UDP, Key: udpKey, Length: 68, L4Off: 20, PayloadOff: 28, TTL: 64,
 				IPID: 0x77, Fragment: true, MoreFrags: true, SrcPort: 1000, DstPort: 2000, UDPLength: 108}},
+		{"ipv4-tiny-first-fragment-tcp",
+			// Only the ports and sequence number: the rest of the TCP
+			// header is in the next fragment, which is not an error.
+			pt.FragmentAt4(synOpts, 0, 8, true),
+			view{Family: 4, Proto: packet.TCP, Key: tcpKey, Length: 28, L4Off: 20, PayloadOff: 28, TTL: 64,
+				IPID: 0x99, Fragment: true, MoreFrags: true, SrcPort: 1234, DstPort: 80}},
+		{"ipv4-first-fragment-tcp-options-cut",
+			// 24 bytes of a 32-byte TCP header: fixed fields, no options.
+			pt.FragmentAt4(synOpts, 0, 24, true),
+			view{Family: 4, Proto: packet.TCP, Key: tcpKey, Length: 44, L4Off: 20, PayloadOff: 44, TTL: 64,
+				IPID: 0x99, Fragment: true, MoreFrags: true, SrcPort: 1234, DstPort: 80, Seq: 5,
+				TCPFlags: packet.SYN, Window: 1000}},
+		{"ipv4-first-fragment-udp-ports-only",
+			pt.FragmentAt4(bigUDP, 0, 4, true),
+			view{Family: 4, Proto: packet.UDP, Key: udpKey, Length: 24, L4Off: 20, PayloadOff: 24, TTL: 64,
+				IPID: 0x77, Fragment: true, MoreFrags: true, SrcPort: 1000, DstPort: 2000}},
 		{"ipv4-middle-fragment",
 			pt.FragmentAt4(bigUDP, 48, 48, true),
 			view{Family: 4, Proto: packet.UDP, Key: noPorts(udpKey), Length: 68, L4Off: 20, PayloadOff: 68, TTL: 64,
@@ -436,6 +453,7 @@ func errFixtures() []errFixture {
 		{"ipv6-fragment-past-65535", frag6TooFar, packet.ErrIPFragment, 6, 0, pt.Key(0, "fd00::1", "fd00::2")},
 		{"tcp-truncated-with-ports", pt.TruncateL4(tcp, 30), packet.ErrTCPTruncated, 4, packet.TCP,
 			pt.Key(packet.TCP, "10.0.0.1:1234", "10.0.0.2:80")},
+		{"tcp-first-fragment-without-ports", pt.FragmentAt4(quotedTCP, 0, 2, true), packet.ErrTCPTruncated, 4, packet.TCP, pt.Key(packet.TCP, "10.0.0.1", "10.0.0.2")},
 		{"tcp-truncated-no-ports", pt.TruncateL4(tcp, 22), packet.ErrTCPTruncated, 4, packet.TCP, pt.Key(packet.TCP, "10.0.0.1", "10.0.0.2")},
 		{"tcp-data-offset-past-end", pt.SetDataOffset(tcp, 15), packet.ErrTCPTruncated, 4, packet.TCP, tcpKey},
 		{"tcp-data-offset-4", pt.SetDataOffset(tcp, 4), packet.ErrTCPDataOff, 4, packet.TCP, tcpKey},
