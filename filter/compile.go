@@ -68,13 +68,22 @@ type rule struct {
 	dfams    uint8
 	proto1   uint8 // the protocol, when protoOne
 	protoOne bool  // the rule's protocols are exactly proto1
+	// Single port ranges and a single input interface are kept inline.
+	sportOne bool
+	dportOne bool
+	iifOne   bool
+	s4One    bool // saddr is the one IPv4 range s4
+	d4One    bool
 	status   conntrack.Status
+	sp, dp   range16
+	iif1     int16
+	s4, d4   range4
 	saddr    *addrSet
 	daddr    *addrSet
 	sport    *portSet
 	dport    *portSet
-	protos   *bits256 // when mProto and not protoOne
 
+	protos    *bits256 // when mProto and not protoOne
 	iif, oif  *bits256
 	icmpType  *bits256
 	icmpCode  *bits256
@@ -100,6 +109,24 @@ const numIndexKeys = 5 * 5 * 3
 // packets from other interfaces (and without one) share one more class.
 const maxIfIndexed = 7
 
+// dportMask returns the rule's destination-port pre-filter (see
+// chain.dmask).
+func (r *rule) dportMask() uint64 {
+	if r.need&mDPort == 0 || r.neg&mDPort != 0 {
+		return ^uint64(0)
+	}
+	var m uint64
+	for _, x := range r.dport.ranges {
+		if int(x.hi)-int(x.lo) >= 63 {
+			return ^uint64(0)
+		}
+		for p := int(x.lo); p <= int(x.hi); p++ {
+			m |= 1 << (p & 63)
+		}
+	}
+	return m
+}
+
 // maxIndexEntries bounds a chain's index size; beyond it the interface
 // dimension is not used.
 const maxIndexEntries = 4 << 20
@@ -115,7 +142,11 @@ type chain struct {
 	// ifIndexed interfaces (0..ifIndexed-1) have their own index class;
 	// class ifIndexed holds every other input interface and none.
 	ifIndexed int
-	defined   bool
+	// dmask[i] has bit (port mod 64) set for every destination port rule
+	// i can match (all bits when it has no positive dport match): Eval
+	// skips a rule without touching it when the packet's bit is clear.
+	dmask   []uint64
+	defined bool
 }
 
 // Ruleset is a compiled, immutable rule set. All methods are safe for
@@ -191,15 +222,6 @@ func (k setKind) plural() string {
 	return "nothing"
 }
 
-func (k setKind) String() string {
-	switch k {
-	case setAddr:
-		return "address"
-	case setPort:
-		return "port"
-	}
-	return "empty"
-}
 
 func (c *compiler) errorf(ch Chain, ruleIdx int, field string, elem int, format string, args ...any) {
 	c.errs = append(c.errs, &Error{Chain: ch, Rule: ruleIdx, Field: field, Elem: elem, Msg: fmt.Sprintf(format, args...)})
@@ -908,6 +930,25 @@ func (c *compiler) compileRule(ch Chain, ri int, rs *RuleSpec) (rule, bool) {
 		}
 	}
 
+	// Inline copies for the common single-value matches.
+	if r.need&mSPort != 0 && len(r.sport.ranges) == 1 && r.sport.bitmap == nil {
+		r.sportOne, r.sp = true, r.sport.ranges[0]
+	}
+	if r.need&mDPort != 0 && len(r.dport.ranges) == 1 && r.dport.bitmap == nil {
+		r.dportOne, r.dp = true, r.dport.ranges[0]
+	}
+	if r.need&mSAddr != 0 && len(r.saddr.v4) == 1 && len(r.saddr.v6) == 0 {
+		r.s4One, r.s4 = true, r.saddr.v4[0]
+	}
+	if r.need&mDAddr != 0 && len(r.daddr.v4) == 1 && len(r.daddr.v6) == 0 {
+		r.d4One, r.d4 = true, r.daddr.v4[0]
+	}
+	if r.need&mIIf != 0 {
+		if i, one := singleBit(*r.iif); one && i != ifNone {
+			r.iifOne, r.iif1 = true, int16(i)
+		}
+	}
+
 	// Action.
 	c.compileAction(ch, ri, rs, &r)
 	return r, len(c.errs) == nerr
@@ -1144,6 +1185,22 @@ func protoClass(p packet.Proto) int {
 	return 4
 }
 
+// Lookup tables for Eval: the protocol class of each protocol, the state
+// bit and state class of each ctinfo value.
+var (
+	protoClassOf [256]uint8
+	ctStateOf    [256]conntrack.State
+	ctClassOf    [256]uint8
+)
+
+func init() {
+	for i := range 256 {
+		protoClassOf[i] = uint8(protoClass(packet.Proto(i)))
+		ctStateOf[i] = conntrack.CtInfo(i).State()
+		ctClassOf[i] = uint8(stateClass(ctStateOf[i]))
+	}
+}
+
 func stateClass(s conntrack.State) int {
 	switch s {
 	case conntrack.StateNew:
@@ -1189,6 +1246,10 @@ func (ch *chain) buildIndex(nIfaces int) {
 	var rest bits256
 	for i := ch.ifIndexed; i < 256; i++ {
 		rest.set(uint8(i))
+	}
+	ch.dmask = make([]uint64, len(ch.rules))
+	for i := range ch.rules {
+		ch.dmask[i] = ch.rules[i].dportMask()
 	}
 	ch.index = make([]struct{ off, n uint32 }, numIndexKeys*nIfc)
 	for s := range stateClasses {

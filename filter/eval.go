@@ -67,6 +67,7 @@ type mctx struct {
 	p     *packet.Parsed
 	pkt   *Packet
 	state conntrack.State
+	class uint8 // index class of state
 	fam   uint8
 	l4    bool // the transport header decoded (ports, ICMP, flags usable)
 }
@@ -92,8 +93,12 @@ func (rs *Ruleset) Eval(c Chain, pkt *Packet, worker int) Verdict {
 	if uint(pkt.IIf) < uint(ifc) {
 		ifc = pkt.IIf
 	}
-	ix := ch.index[indexKey(stateClass(m.state), protoClass(p.Proto), famClass(m.fam))*(ch.ifIndexed+1)+ifc]
+	ix := ch.index[indexKey(int(m.class), int(protoClassOf[p.Proto]), famClass(m.fam))*(ch.ifIndexed+1)+ifc]
+	dbit := uint64(1) << (p.DstPort & 63)
 	for _, ri := range ch.indexData[ix.off : ix.off+ix.n] {
+		if ch.dmask[ri]&dbit == 0 {
+			continue
+		}
 		r := &ch.rules[ri]
 		if !r.match(&m) {
 			continue
@@ -141,10 +146,11 @@ func (m *mctx) init(c Chain, pkt *Packet) {
 		m.fam = famOther
 	}
 	m.l4 = p.Err == packet.ErrNone && m.fam != famOther && !(p.Fragment && p.FragOff != 0)
-	m.state = pkt.Ct.State()
+	m.state = ctStateOf[pkt.Ct]
+	m.class = ctClassOf[pkt.Ct]
 	if c == Prerouting {
 		// Not tracked yet; prerouting rules have no state match.
-		m.state = conntrack.StateNew
+		m.state, m.class = conntrack.StateNew, 0
 	}
 }
 
@@ -170,22 +176,62 @@ func (r *rule) match(m *mctx) bool {
 		}
 	}
 	if n&(mSAddr|mDAddr) != 0 {
-		if n&mSAddr != 0 && (r.sfams&m.fam == 0 || r.saddr.has(m.fam, &p.Key.Src) == (r.neg&mSAddr != 0)) {
-			return false
+		if n&mSAddr != 0 {
+			if r.sfams&m.fam == 0 {
+				return false
+			}
+			var in bool
+			if r.s4One {
+				a := binary.BigEndian.Uint32(p.Key.Src[:4])
+				in = a-r.s4.lo <= r.s4.hi-r.s4.lo
+			} else {
+				in = r.saddr.has(m.fam, &p.Key.Src)
+			}
+			if in == (r.neg&mSAddr != 0) {
+				return false
+			}
 		}
-		if n&mDAddr != 0 && (r.dfams&m.fam == 0 || r.daddr.has(m.fam, &p.Key.Dst) == (r.neg&mDAddr != 0)) {
-			return false
+		if n&mDAddr != 0 {
+			if r.dfams&m.fam == 0 {
+				return false
+			}
+			var in bool
+			if r.d4One {
+				a := binary.BigEndian.Uint32(p.Key.Dst[:4])
+				in = a-r.d4.lo <= r.d4.hi-r.d4.lo
+			} else {
+				in = r.daddr.has(m.fam, &p.Key.Dst)
+			}
+			if in == (r.neg&mDAddr != 0) {
+				return false
+			}
 		}
 	}
 	if n&(mSPort|mDPort|mICMPType|mICMPCode|mTCPFlags) != 0 {
 		if !m.l4 {
 			return false
 		}
-		if n&mSPort != 0 && r.sport.has(p.SrcPort) == (r.neg&mSPort != 0) {
-			return false
+		if n&mSPort != 0 {
+			var in bool
+			if r.sportOne {
+				in = p.SrcPort-r.sp.lo <= r.sp.hi-r.sp.lo
+			} else {
+				in = r.sport.has(p.SrcPort)
+			}
+			if in == (r.neg&mSPort != 0) {
+				return false
+			}
 		}
-		if n&mDPort != 0 && r.dport.has(p.DstPort) == (r.neg&mDPort != 0) {
-			return false
+		if n&mDPort != 0 {
+			var in bool
+			if r.dportOne {
+				in = p.DstPort-r.dp.lo <= r.dp.hi-r.dp.lo
+			} else {
+				in = r.dport.has(p.DstPort)
+			}
+			if in == (r.neg&mDPort != 0) {
+				return false
+			}
 		}
 		if n&mICMPType != 0 && !r.icmpType.has(p.ICMPType) {
 			return false
@@ -198,8 +244,14 @@ func (r *rule) match(m *mctx) bool {
 		}
 	}
 	if n&(mIIf|mOIf) != 0 {
-		if n&mIIf != 0 && !r.iif.has(ifBit(m.pkt.IIf)) {
-			return false
+		if n&mIIf != 0 {
+			if r.iifOne {
+				if m.pkt.IIf != int(r.iif1) {
+					return false
+				}
+			} else if !r.iif.has(ifBit(m.pkt.IIf)) {
+				return false
+			}
 		}
 		if n&mOIf != 0 && !r.oif.has(ifBit(m.pkt.OIf)) {
 			return false
