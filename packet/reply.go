@@ -6,9 +6,9 @@ import "encoding/binary"
 // ICMP/ICMPv6 errors for REJECT verdicts, TTL and MTU problems, and echo
 // replies. The builders append to a caller-provided buffer and allocate
 // only when its capacity is too small. Each reports false, returning dst
-// unchanged, when no packet must be sent; the rules are those of the Linux
-// reject and ICMP code (nf_reject_ipv4/ipv6, icmp_send, icmp6_send), noted
-// at each check.
+// unchanged, when no packet must be sent. The rules follow the Linux reject
+// and ICMP code (nf_reject_ipv4/ipv6, icmp_send, icmp6_send); each
+// builder's comment lists them, and where it differs.
 
 // ReplyTTL is the TTL / hop limit of packets the router originates (the
 // Linux default ip_default_ttl and IPv6 hop_limit).
@@ -79,7 +79,8 @@ func AppendTCPReset(dst []byte, p *Parsed) ([]byte, bool) {
 // came from, an IPv4 address in the first 4 bytes); all zero means p's
 // destination address. TTL / hop limit is ReplyTTL; IPv4 errors carry TOS
 // (p's TOS & 0x1e) | 0xc0 (precedence internetwork control, as Linux sends
-// them), DF set and ID 0.
+// them), and DF with ID 0 (an atomic datagram, RFC 6864; Linux sends them
+// without DF and with a fresh ID, which needs per-destination state).
 //
 // No error is built (false) about: a packet whose IP header did not
 // decode; a non-first fragment; an ICMP error (or an ICMP message whose
@@ -88,7 +89,9 @@ func AppendTCPReset(dst []byte, p *Parsed) ([]byte, bool) {
 // multicast or broadcast address (except an ICMPv6 packet-too-big, which
 // RFC 4443 2.4(e.3) requires even for multicast destinations); a packet
 // whose source is not a unicast address (unspecified, multicast,
-// broadcast, loopback); or when the chosen source is not unicast.
+// broadcast, loopback); or when the chosen source is not unicast. (Linux
+// does send ICMPv6 errors about non-first fragments; the router reassembles
+// before it would need to.)
 func AppendICMPError(dst []byte, p *Parsed, typ, code uint8, mtu uint32, src [16]byte) ([]byte, bool) {
 	if p.Family == 0 || p.Err.IsIPLevel() || p.Length == 0 || p.FragOff != 0 {
 		return dst, false
