@@ -9,9 +9,17 @@
 //	FILE:LINE:COL: key "chains.forward.rules[3].dport": port 70000 out of range 0..65535
 //
 // (array indexes count from 0; columns are in bytes), and warns about rules
-// that can never match. It is pure: it reads the file and returns values;
-// the daemon applies them (and, on SIGHUP, swaps the new Ruleset in when
-// Load succeeded, or keeps the old one and reports the errors).
+// that can never match. Check prints them for `router check --config FILE`.
+//
+// Load is pure: it reads the file and returns values. The daemon applies
+// them. On SIGHUP it calls Load again; when that succeeds it publishes the
+// new Config.Ruleset through its atomic.Pointer[filter.Ruleset] (workers
+// pick it up at their next batch; conntrack state is untouched) and reports
+// Config.RestartRequired for settings a reload cannot change; when Load
+// fails it keeps the running rules and logs every error.
+//
+// The file format is documented by config.example.toml at the repository
+// root, which a test loads and checks packet by packet.
 package config
 
 import (

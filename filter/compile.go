@@ -151,6 +151,8 @@ type chain struct {
 
 // Ruleset is a compiled, immutable rule set. All methods are safe for
 // concurrent use; Eval's worker argument selects the caller's counter slot.
+// Counters belong to the Ruleset: a reload (a new Ruleset) starts them at
+// zero, while connection state, which lives in conntrack, is kept.
 type Ruleset struct {
 	chains  [NumChains]chain
 	ifnames []string

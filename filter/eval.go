@@ -47,8 +47,9 @@ type Verdict struct {
 	// Notrack is set when a prerouting notrack rule matched: the packet
 	// bypasses conntrack (UNTRACKED).
 	Notrack bool
-	// Helper is the helper a prerouting helper rule attached ("" none);
-	// the last matching helper rule wins.
+	// Helper is the helper a prerouting helper rule assigned ("" none);
+	// the last matching helper rule wins. Like the kernel, conntrack
+	// attaches it only when the packet creates a new connection.
 	Helper string
 	// Log reports that the deciding rule logs the packet. Eval has already
 	// written the (rate-limited) log line of every matching log rule.

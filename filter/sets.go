@@ -20,10 +20,6 @@ func (b bits256) and(o bits256) bits256 {
 	return bits256{b[0] & o[0], b[1] & o[1], b[2] & o[2], b[3] & o[3]}
 }
 
-func (b bits256) or(o bits256) bits256 {
-	return bits256{b[0] | o[0], b[1] | o[1], b[2] | o[2], b[3] | o[3]}
-}
-
 func (b bits256) empty() bool { return b[0]|b[1]|b[2]|b[3] == 0 }
 
 func (b bits256) subsetOf(o bits256) bool { return b.and(o.not()).empty() }
