@@ -224,7 +224,6 @@ func (k setKind) plural() string {
 	return "nothing"
 }
 
-
 func (c *compiler) errorf(ch Chain, ruleIdx int, field string, elem int, format string, args ...any) {
 	c.errs = append(c.errs, &Error{Chain: ch, Rule: ruleIdx, Field: field, Elem: elem, Msg: fmt.Sprintf(format, args...)})
 }
