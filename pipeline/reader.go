@@ -157,7 +157,7 @@ func (r *reader) dispatch(b *batch, n int) {
 		pkt := &b.pkts[i]
 		pkt.Decode(b.bufs[i][bufOffset : bufOffset+b.sizes[i]])
 		b.frag[i] = 0
-		if pkt.Fragment && pkt.Err == packet.ErrNone {
+		if pkt.Fragment && !pkt.Err.IsIPLevel() {
 			whole, maxFrag, ok := r.reassemble(pkt, now)
 			if !ok {
 				b.owner[i] = noOwner
