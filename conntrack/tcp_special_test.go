@@ -235,6 +235,12 @@ func specialSequences() []seqCase {
 			{name: "at maxend", from: epClient, seg: tseg(fA, ci+1+win, si+1, win, 0), v: vAccept, state: TCPEstablished},
 			{name: "far above", from: epClient, seg: tseg(fA, ci+1+2*win+10, si+1, win, 0), v: vInvalid,
 				reason: ReasonTCPSeqAboveWindow, detail: tcpDetailSeqOverUpper, state: TCPEstablished},
+			// The overshoot tolerance ends at one receiver window
+			// (maxend is now ci+1+win, the server's maxwin win).
+			{name: "overshoot by exactly a window", from: epClient, seg: tseg(fA, ci+1+2*win-1, si+1, win, 0), v: vIgnore,
+				detail: tcpDetailOvershoot, state: TCPEstablished},
+			{name: "overshoot by a window and one", from: epClient, seg: tseg(fA, ci+1+2*win, si+1, win, 0), v: vInvalid,
+				detail: tcpDetailSeqOverUpper, state: TCPEstablished},
 		})},
 		{name: "overshoot", steps: seqs(hs(), []expectStep{
 			{name: "past window by 100", from: epClient, seg: tseg(fA, ci+1+win+1, si+1, win, 100), v: vIgnore,

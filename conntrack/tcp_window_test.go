@@ -334,7 +334,14 @@ func TestTCPTimeoutShortening(t *testing.T) {
 		{name: "ack then rst: no fin/rst to answer", first: tseg(fA, si+9000000, ci+1, win, 0), second: rstFar},
 		{name: "not assured", prep: func(s *tcpSim) { s.status &^= StatusAssured }, first: finFar, second: rstFar},
 		{name: "fixed timeout", prep: func(s *tcpSim) { s.status |= StatusFixedTimeout }, first: finFar, second: rstFar},
-		{name: "remaining below 120s", prep: func(s *tcpSim) { s.expires = s.now + 119*time.Second }, first: finFar, second: rstFar},
+		{name: "remaining below 120s", prep: func(s *tcpSim) {
+			s.cfg.TimeoutUnack = 60 * time.Second
+			s.expires = s.now + 120*time.Second // 119 s left after the 1 s step
+		}, first: finFar, second: rstFar},
+		{name: "remaining at 120s, above unack", prep: func(s *tcpSim) {
+			s.cfg.TimeoutUnack = 60 * time.Second
+			s.expires = s.now + 121*time.Second // exactly 120 s left
+		}, first: finFar, second: rstFar, lowered: true},
 		{name: "remaining not above unack", prep: func(s *tcpSim) { s.cfg.TimeoutUnack = 500000 * time.Second }, first: finFar, second: rstFar},
 	}
 	for _, tt := range tests {
@@ -550,5 +557,24 @@ func TestTCPPickupBothSidesUnknown(t *testing.T) {
 	}
 	if c.dir != want {
 		t.Errorf("window data %+v, want %+v", c.dir, want)
+	}
+}
+
+// TestTCPPickupKeepalive: a picked-up connection whose first packet was a
+// keepalive probe (seq one below the next byte): the peer's ACK for the
+// next byte bumps the prober's end instead of failing bound III.
+func TestTCPPickupKeepalive(t *testing.T) {
+	sim := newTCPSim()
+	mustSend(t, sim, epClient, tseg(fA, 999, 5000, win, 0), vAccept)
+	st := mustSend(t, sim, epServer, tseg(fA, 5000, 1000, win, 0), vAccept)
+	if sim.conn.dir[Original].end != 1000 || st.out.liberal {
+		t.Errorf("client end %d, liberal %v (detail %q): want 1000 and an in-window ACK", sim.conn.dir[Original].end, st.out.liberal, st.out.detail)
+	}
+	// Any other ack leaves the end alone (and is accepted liberally).
+	sim = newTCPSim()
+	mustSend(t, sim, epClient, tseg(fA, 999, 5000, win, 0), vAccept)
+	st = mustSend(t, sim, epServer, tseg(fA, 5000, 1001, win, 0), vAccept)
+	if sim.conn.dir[Original].end != 999 || !st.out.liberal || st.out.detail != tcpDetailAckOverUpper {
+		t.Errorf("client end %d, liberal %v detail %q", sim.conn.dir[Original].end, st.out.liberal, st.out.detail)
 	}
 }
