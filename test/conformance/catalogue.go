@@ -182,7 +182,6 @@ func tcpRSTExact(v6 bool) *sb {
 		"a RST at exactly the next expected seq closes the connection; a SYN then starts anew")
 	c := established(b, 40060)
 	c.raw(Client, pt.TCPOpts{Flags: fRA, Seq: c.end[Client].nxt, Ack: c.end[Server].nxt}, "client RST+ACK at the expected seq", StateEstablished)
-	c.raw(Server, pt.TCPOpts{Flags: fPA, Seq: c.end[Server].nxt, Ack: c.end[Client].nxt, Payload: []byte("x")}, "server data after RST", "")
 	c.end[Client].nxt += 77777
 	c.send(Client, fSYN, "", "client SYN, same ports (last packet from this side was a RST)", StateNew)
 	c.end[Server].nxt += 55555

@@ -330,7 +330,7 @@ func (r *routerRunner) Run(s *Scenario) ([]Outcome, error) {
 					out[i].State = StateNone
 				}
 				if l.State == StateInvalid || l.Verdict != "accept" {
-					out[i].Reason = l.Reason
+					out[i].Reason = joinNonEmpty("; ", l.Reason, l.Why)
 				}
 				out[i].Detail = joinNonEmpty("; ", out[i].Detail, routerDetail(l))
 				continue
