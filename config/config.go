@@ -52,6 +52,7 @@ type Config struct {
 	// policy timeout in the kernel: 300 s).
 	ExpectTimeout time.Duration
 	FTP           FTPHelper
+	Defrag        Defrag
 	// Filter is the rule set as a spec (interfaces are the devices, in
 	// file order; Workers is Router.NumWorkers()). Ruleset is it compiled
 	// (logging to slog.Default(); the daemon may set Filter.Logger and
@@ -71,6 +72,7 @@ type Router struct {
 	Trace         bool       // per-packet trace (costly; off by default)
 	TraceFile     string     // where the trace goes ("" = the log)
 	ControlSocket string     // "" disables the control socket
+	QueueDepth    int        // batches per worker queue; 0 = the pipeline's default
 }
 
 // NumWorkers resolves Workers: 0 means one per CPU.
@@ -85,12 +87,12 @@ func (r Router) NumWorkers() int {
 type Device struct {
 	Name      string
 	Kind      string // "tun"
-	Netns     string // path of the network namespace to create it in ("" = current)
+	Netns     string // namespace to create it in: a path or a name under /run/netns ("" = current)
 	MTU       int
 	Addresses []netip.Prefix // address with its connected prefix length
 	Queues    int            // 0: one per worker
 	Offload   bool           // GSO/GRO offloads (virtio-net header)
-	FD        int            // an inherited, already open TUN fd; -1 = open by name
+	FD        int            // an inherited, already open TUN fd to adopt; 0 = create by name
 }
 
 // Route sends a destination prefix to a device (longest prefix wins).
@@ -108,6 +110,18 @@ type FTPHelper struct {
 	// Loose accepts announced addresses that differ from the sender's
 	// (nf_conntrack_ftp's loose=1).
 	Loose bool
+	// MaxExpected is the number of pending expectations per control
+	// connection; 0 means the helper's default (1, as the kernel).
+	MaxExpected int
+}
+
+// Defrag bounds IP reassembly. Zero fields mean the defrag package's
+// defaults (the daemon fills them in).
+type Defrag struct {
+	MaxBytes     int           // memory for datagrams being reassembled
+	MaxDatagrams int           // datagrams being reassembled at once
+	Timeout      time.Duration // IPv4 reassembly timeout
+	Timeout6     time.Duration // IPv6 reassembly timeout
 }
 
 // KnownHelpers are the helpers the router implements.
@@ -127,6 +141,7 @@ type fileConfig struct {
 	Routes    []fileRoute        `toml:"route"`
 	Conntrack fileConntrack      `toml:"conntrack"`
 	Helpers   fileHelpers        `toml:"helpers"`
+	Defrag    fileDefrag         `toml:"defrag"`
 	Filter    fileFilter         `toml:"filter"`
 	Sets      map[string]strList `toml:"sets"`
 	Chains    fileChains         `toml:"chains"`
@@ -140,6 +155,7 @@ type fileRouter struct {
 	Trace         bool    `toml:"trace"`
 	TraceFile     string  `toml:"trace_file"`
 	ControlSocket *string `toml:"control_socket"`
+	QueueDepth    int     `toml:"queue_depth"`
 }
 
 type fileDevice struct {
@@ -194,8 +210,16 @@ type fileHelpers struct {
 }
 
 type fileFTP struct {
-	Ports []int `toml:"ports"`
-	Loose bool  `toml:"loose"`
+	Ports       []int `toml:"ports"`
+	Loose       bool  `toml:"loose"`
+	MaxExpected int   `toml:"max_expected"`
+}
+
+type fileDefrag struct {
+	MaxBytes     int      `toml:"max_bytes"`
+	MaxDatagrams int      `toml:"max_datagrams"`
+	Timeout      duration `toml:"timeout"`
+	Timeout6     duration `toml:"timeout6"`
 }
 
 type fileFilter struct {
@@ -396,7 +420,18 @@ func (c *collector) convert(f *fileConfig, cfg *Config) {
 	c.routes(f.Routes, cfg)
 	c.conntrack(&f.Conntrack, cfg)
 	c.helpers(&f.Helpers, cfg)
+	c.defrag(&f.Defrag, cfg)
 	c.filter(f, cfg)
+}
+
+func (c *collector) defrag(f *fileDefrag, cfg *Config) {
+	if f.MaxBytes < 0 {
+		c.errorf("defrag.max_bytes", "max_bytes %d must not be negative (0 = default)", f.MaxBytes)
+	}
+	if f.MaxDatagrams < 0 {
+		c.errorf("defrag.max_datagrams", "max_datagrams %d must not be negative (0 = default)", f.MaxDatagrams)
+	}
+	cfg.Defrag = Defrag{MaxBytes: max(f.MaxBytes, 0), MaxDatagrams: max(f.MaxDatagrams, 0), Timeout: f.Timeout.D, Timeout6: f.Timeout6.D}
 }
 
 func (c *collector) router(r *fileRouter, cfg *Config) {
@@ -423,6 +458,10 @@ func (c *collector) router(r *fileRouter, cfg *Config) {
 	default:
 		c.errorf("router.log_format", "unknown log format %q (want text or json)", r.LogFormat)
 	}
+	out.QueueDepth = r.QueueDepth
+	if r.QueueDepth < 0 || r.QueueDepth > 1024 {
+		c.errorf("router.queue_depth", "queue_depth %d out of range 0..1024 (0 = default)", r.QueueDepth)
+	}
 	if r.ControlSocket != nil {
 		out.ControlSocket = *r.ControlSocket
 		if out.ControlSocket != "" && !strings.HasPrefix(out.ControlSocket, "/") && !strings.HasPrefix(out.ControlSocket, "@") {
@@ -442,14 +481,14 @@ func (c *collector) devices(ds []fileDevice, cfg *Config) {
 	var conns []conn
 	for i, fd := range ds {
 		path := pathIndex("device", i)
-		d := Device{Name: fd.Name, Kind: fd.Kind, Netns: fd.Netns, MTU: DefaultMTU, Queues: fd.Queues, Offload: true, FD: -1}
+		d := Device{Name: fd.Name, Kind: fd.Kind, Netns: fd.Netns, MTU: DefaultMTU, Queues: fd.Queues, Offload: true}
 		switch {
 		case fd.Name == "":
-			c.errorf(path, "device needs a name")
+			c.errorf(path, "device needs a name (rules and routes refer to it)")
 		case len(fd.Name) > 15:
 			c.errorf(pathJoin(path, "name"), "device name %q is longer than 15 bytes (IFNAMSIZ)", fd.Name)
-		case strings.ContainsAny(fd.Name, "/ \t\n:") || fd.Name == "." || fd.Name == "..":
-			c.errorf(pathJoin(path, "name"), "invalid device name %q", fd.Name)
+		case !validDevName(fd.Name):
+			c.errorf(pathJoin(path, "name"), "invalid device name %q (no '/', ':', '%%', spaces or control characters)", fd.Name)
 		}
 		if prev, dup := names[fd.Name]; dup && fd.Name != "" {
 			c.errorf(pathJoin(path, "name"), "device name %q is already used by %s (line %d)", fd.Name, prev, c.idx.lookup(prev).Line)
@@ -463,8 +502,8 @@ func (c *collector) devices(ds []fileDevice, cfg *Config) {
 		default:
 			c.errorf(pathJoin(path, "kind"), "unknown device kind %q (want tun)", fd.Kind)
 		}
-		if fd.Netns != "" && !strings.HasPrefix(fd.Netns, "/") {
-			c.errorf(pathJoin(path, "netns"), "netns %q must be an absolute path (/run/netns/NAME or /proc/PID/ns/net)", fd.Netns)
+		if fd.Netns != "" && !strings.HasPrefix(fd.Netns, "/") && strings.Contains(fd.Netns, "/") {
+			c.errorf(pathJoin(path, "netns"), "netns %q must be an absolute path (/run/netns/NAME, /proc/PID/ns/net) or a name under /run/netns", fd.Netns)
 		}
 		if fd.Queues < 0 || fd.Queues > 256 {
 			c.errorf(pathJoin(path, "queues"), "queues %d out of range 0..256 (0 = one per worker)", fd.Queues)
@@ -474,8 +513,11 @@ func (c *collector) devices(ds []fileDevice, cfg *Config) {
 		}
 		if fd.FD != nil {
 			d.FD = *fd.FD
-			if d.FD < 0 {
-				c.errorf(pathJoin(path, "fd"), "fd %d must not be negative", d.FD)
+			switch {
+			case d.FD < 3:
+				c.errorf(pathJoin(path, "fd"), "fd %d is not an inherited descriptor (0, 1 and 2 are standard input, output and error)", d.FD)
+			case fd.Queues > 1:
+				c.errorf(pathJoin(path, "queues"), "queues = %d conflicts with fd: an adopted descriptor is a single queue", fd.Queues)
 			}
 		}
 		hasV6 := false
@@ -526,6 +568,20 @@ func (c *collector) devices(ds []fileDevice, cfg *Config) {
 	for _, o := range conns {
 		c.connected = append(c.connected, connNet{o.p.Masked(), o.dev, o.path})
 	}
+}
+
+// validDevName: what the kernel accepts as a link name, without tundev's
+// "%d" templates (rules and routes must know the name).
+func validDevName(n string) bool {
+	if n == "." || n == ".." {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		if b := n[i]; b == '/' || b == ':' || b == '%' || b <= ' ' || b == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // connNet is a device's connected network, for route checks.
@@ -643,6 +699,10 @@ func (c *collector) helpers(h *fileHelpers, cfg *Config) {
 		return
 	}
 	cfg.FTP.Loose = h.FTP.Loose
+	cfg.FTP.MaxExpected = h.FTP.MaxExpected
+	if h.FTP.MaxExpected < 0 || h.FTP.MaxExpected > 64 {
+		c.errorf("helpers.ftp.max_expected", "max_expected %d out of range 0..64 (0 = 1, as the kernel)", h.FTP.MaxExpected)
+	}
 	for i, p := range h.FTP.Ports {
 		if p < 1 || p > 65535 {
 			c.errorf(pathIndex("helpers.ftp.ports", i), "port %d out of range 1..65535", p)

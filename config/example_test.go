@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/tunrouter/router/conntrack"
+	"github.com/tunrouter/router/defrag"
 	"github.com/tunrouter/router/filter"
 	"github.com/tunrouter/router/filter/filtertest"
 	"github.com/tunrouter/router/packet"
@@ -59,6 +60,12 @@ func TestExampleConfig(t *testing.T) {
 	}
 	if cfg.Conntrack != conntrack.DefaultConfig() {
 		t.Fatalf("the example documents the Linux defaults; got %+v", cfg.Conntrack)
+	}
+	if d := defrag.DefaultConfig(); cfg.Defrag != (Defrag{d.MaxBytes, d.MaxDatagrams, d.Timeout, d.Timeout6}) {
+		t.Fatalf("the example documents the defrag defaults %+v; got %+v", d, cfg.Defrag)
+	}
+	if cfg.FTP.MaxExpected != 1 || cfg.ExpectTimeout != DefaultExpectTimeout {
+		t.Fatalf("ftp %+v, expect timeout %v", cfg.FTP, cfg.ExpectTimeout)
 	}
 
 	const (

@@ -93,6 +93,14 @@ func TestBadConfigs(t *testing.T) {
 		{"overlapping device networks", "[[device]]\nname = \"dmz0\"\naddresses = [\"10.1.0.200/25\"]\n",
 			false, 3, 14, "device[2].addresses[0]", `network 10.1.0.128/25 overlaps 10.1.0.0/24 of device "lan0"`},
 		{"device name too long", "[[device]]\nname = \"a-very-long-device-name\"\n", false, 2, 1, "device[2].name", "longer than 15 bytes"},
+		{"device name template", "[[device]]\nname = \"tun%d\"\n", false, 2, 1, "device[2].name", `invalid device name "tun%d"`},
+		{"fd of standard input", "[[device]]\nname = \"x0\"\nfd = 0\n", false, 3, 1, "device[2].fd", "fd 0 is not an inherited descriptor"},
+		{"fd with queues", "[[device]]\nname = \"x0\"\nfd = 3\nqueues = 4\n", false, 4, 1, "device[2].queues", "conflicts with fd"},
+		{"relative netns path", "[[device]]\nname = \"x0\"\nnetns = \"run/netns/x\"\n", false, 3, 1, "device[2].netns", "must be an absolute path"},
+		{"queue depth", "[router]\nqueue_depth = -1\n", false, 2, 1, "router.queue_depth", "out of range"},
+		{"defrag negative", "[defrag]\nmax_bytes = -5\n", false, 2, 1, "defrag.max_bytes", "must not be negative"},
+		{"defrag timeout", "[defrag]\ntimeout = \"soon\"\n", false, 2, 1, "defrag.timeout", `invalid duration "soon"`},
+		{"ftp max expected", "[helpers.ftp]\nmax_expected = 100\n", false, 2, 1, "helpers.ftp.max_expected", "out of range 0..64"},
 		{"mtu below the IPv6 minimum", "[[device]]\nname = \"v6only\"\nmtu = 1000\naddresses = [\"2001:db8:5::1/64\"]\n",
 			false, 3, 1, "device[2].mtu", "below 1280"},
 		{"route to an unknown device", "[[route]]\nto = \"0.0.0.0/0\"\ndevice = \"wan1\"\n", false, 3, 1, "route[0].device", `unknown device "wan1" (did you mean "wan0"?)`},
@@ -224,9 +232,12 @@ name = "dmz0"
 mtu = 9000
 queues = 2
 offload = false
-fd = 5
-netns = "/run/netns/dmz"
+netns = "dmz"
 addresses = ["10.3.0.1/24"]
+
+[[device]]
+name = "ext0"
+fd = 5
 
 [[route]]
 to = "10.2.0.0/16"
@@ -251,6 +262,11 @@ generic = "10m"
 [helpers.ftp]
 ports = [21, 2121]
 loose = true
+max_expected = 2
+
+[defrag]
+max_datagrams = 64
+timeout6 = "20s"
 
 [filter]
 log_rate = 2.5
@@ -273,14 +289,20 @@ action = "accept"
 	if r := cfg.Router; r.Workers != 3 || !r.PinCPUs || r.LogLevel.String() != "DEBUG" || r.LogFormat != "json" || r.ControlSocket != "" || r.NumWorkers() != 3 {
 		t.Errorf("router %+v", r)
 	}
-	if len(cfg.Devices) != 3 {
+	if len(cfg.Devices) != 4 {
 		t.Fatalf("devices %+v", cfg.Devices)
 	}
-	if d := cfg.Devices[0]; d.Name != "lan0" || d.Kind != "tun" || d.MTU != DefaultMTU || !d.Offload || d.FD != -1 || d.Queues != 0 || len(d.Addresses) != 2 || d.Addresses[1].String() != "fd00:1::1/64" {
+	if d := cfg.Devices[0]; d.Name != "lan0" || d.Kind != "tun" || d.MTU != DefaultMTU || !d.Offload || d.FD != 0 || d.Queues != 0 || len(d.Addresses) != 2 || d.Addresses[1].String() != "fd00:1::1/64" {
 		t.Errorf("device 0 defaults %+v", d)
 	}
-	if d := cfg.Devices[2]; d.MTU != 9000 || d.Queues != 2 || d.Offload || d.FD != 5 || d.Netns != "/run/netns/dmz" {
+	if d := cfg.Devices[2]; d.MTU != 9000 || d.Queues != 2 || d.Offload || d.FD != 0 || d.Netns != "dmz" {
 		t.Errorf("device 2 %+v", d)
+	}
+	if d := cfg.Devices[3]; d.FD != 5 || d.Name != "ext0" {
+		t.Errorf("device 3 %+v", d)
+	}
+	if cfg.Defrag != (Defrag{MaxDatagrams: 64, Timeout6: 20 * time.Second}) {
+		t.Errorf("defrag %+v", cfg.Defrag)
 	}
 	if len(cfg.Routes) != 1 || cfg.Routes[0].To.String() != "10.2.0.0/16" || cfg.Routes[0].Device != "dmz0" {
 		t.Errorf("routes %+v", cfg.Routes)
@@ -300,11 +322,11 @@ action = "accept"
 	if cfg.ExpectTimeout != time.Minute {
 		t.Errorf("expect timeout %v", cfg.ExpectTimeout)
 	}
-	if len(cfg.FTP.Ports) != 2 || cfg.FTP.Ports[1] != 2121 || !cfg.FTP.Loose {
+	if len(cfg.FTP.Ports) != 2 || cfg.FTP.Ports[1] != 2121 || !cfg.FTP.Loose || cfg.FTP.MaxExpected != 2 {
 		t.Errorf("ftp %+v", cfg.FTP)
 	}
 	s := cfg.Filter
-	if s.LogRate != 2.5 || s.LogBurst != 4 || s.RejectRate != -1 || s.Workers != 3 || strings.Join(s.Interfaces, ",") != "lan0,wan0,dmz0" {
+	if s.LogRate != 2.5 || s.LogBurst != 4 || s.RejectRate != -1 || s.Workers != 3 || strings.Join(s.Interfaces, ",") != "lan0,wan0,dmz0,ext0" {
 		t.Errorf("filter spec %+v", s)
 	}
 	if len(s.Sets) != 2 || s.Sets[0].Name != "lan" || strings.Join(s.Sets[1].Elems, ",") != "80,443" {
