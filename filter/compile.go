@@ -109,24 +109,6 @@ const numIndexKeys = 5 * 5 * 3
 // packets from other interfaces (and without one) share one more class.
 const maxIfIndexed = 7
 
-// dportMask returns the rule's destination-port pre-filter (see
-// chain.dmask).
-func (r *rule) dportMask() uint64 {
-	if r.need&mDPort == 0 || r.neg&mDPort != 0 {
-		return ^uint64(0)
-	}
-	var m uint64
-	for _, x := range r.dport.ranges {
-		if int(x.hi)-int(x.lo) >= 63 {
-			return ^uint64(0)
-		}
-		for p := int(x.lo); p <= int(x.hi); p++ {
-			m |= 1 << (p & 63)
-		}
-	}
-	return m
-}
-
 // maxIndexEntries bounds a chain's index size; beyond it the interface
 // dimension is not used.
 const maxIndexEntries = 4 << 20
@@ -613,301 +595,16 @@ func expandCommas(elems []string) (vals []string, idx []int) {
 func (c *compiler) compileRule(ch Chain, ri int, rs *RuleSpec) (rule, bool) {
 	nerr := len(c.errs)
 	r := rule{states: allStates, fams: famAll, protoSet: allBits(), pos: ri, comment: rs.Comment}
-	pre := ch == Prerouting
-	needCt := func(field string) {
-		if pre {
-			c.errorf(ch, ri, field, -1, "%s needs connection tracking, but prerouting runs before it (use the forward or input chain)", field)
-		}
-	}
 	if strings.ContainsAny(rs.Comment, "\n\r") {
 		c.errorf(ch, ri, FieldComment, -1, "comment must be one line")
 	}
 
-	// Family.
-	if len(rs.Family) > 0 {
-		vals, neg, ok := c.elemsNeg(ch, ri, FieldFamily, rs.Family)
-		var f uint8
-		for i, v := range vals {
-			switch strings.ToLower(v) {
-			case "ip", "ip4", "ipv4":
-				f |= famV4
-			case "ip6", "ipv6":
-				f |= famV6
-			case "inet":
-				f |= famV4 | famV6
-			default:
-				c.errorf(ch, ri, FieldFamily, i, "unknown family %q (want ip or ip6)", v)
-				ok = false
-			}
-		}
-		if ok {
-			if neg {
-				f = (famV4 | famV6) &^ f
-			}
-			r.fams &= f
-		}
-	}
-
-	// Protocol.
-	var pspec protoSpec
-	if len(rs.Proto) > 0 {
-		pspec.explicit = true
-		vals, neg, ok := c.elemsNeg(ch, ri, FieldProto, rs.Proto)
-		pspec.neg = neg
-		var b bits256
-		for i, v := range vals {
-			p, err := parseProto(strings.ToLower(v))
-			if err != nil {
-				c.errorf(ch, ri, FieldProto, i, "%v", err)
-				ok = false
-				continue
-			}
-			b.set(uint8(p))
-			pspec.protos = append(pspec.protos, p)
-			pspec.elems = append(pspec.elems, i)
-		}
-		if ok {
-			if neg {
-				b = b.not()
-			}
-			r.protoSet = b
-		}
-	}
-
-	// Addresses.
-	if len(rs.SAddr) > 0 {
-		s, neg, ok := c.addrMatch(ch, ri, FieldSAddr, rs.SAddr)
-		if ok {
-			r.saddr, r.need = s, r.need|mSAddr
-			r.sfams = matchFams(s, neg)
-			if neg {
-				r.neg |= mSAddr
-			}
-		}
-	}
-	if len(rs.DAddr) > 0 {
-		s, neg, ok := c.addrMatch(ch, ri, FieldDAddr, rs.DAddr)
-		if ok {
-			r.daddr, r.need = s, r.need|mDAddr
-			r.dfams = matchFams(s, neg)
-			if neg {
-				r.neg |= mDAddr
-			}
-		}
-	}
-
-	// Ports.
-	portProtos := bitsOf(uint8(packet.TCP), uint8(packet.UDP), uint8(packet.UDPLite), uint8(packet.SCTP))
-	for _, pf := range []struct {
-		field string
-		elems []string
-		bit   uint32
-		dst   **portSet
-	}{{FieldSPort, rs.SPort, mSPort, &r.sport}, {FieldDPort, rs.DPort, mDPort, &r.dport}} {
-		if len(pf.elems) == 0 {
-			continue
-		}
-		s, neg, ok := c.portMatch(ch, ri, pf.field, pf.elems)
-		if !ok {
-			continue
-		}
-		*pf.dst, r.need = s, r.need|pf.bit
-		if neg {
-			r.neg |= pf.bit
-		}
-		c.implyProto(ch, ri, &r, pf.field, portProtos, &pspec, "a protocol with ports (tcp, udp, udplite, sctp)")
-	}
-
-	// Interfaces.
-	ifParse := func(s string) (uint8, error) {
-		if i, ok := c.ifIndex[s]; ok {
-			return uint8(i), nil
-		}
-		return 0, fmt.Errorf("unknown interface %q%s", s, suggest(s, c.spec.Interfaces))
-	}
-	if len(rs.IIf) > 0 {
-		if ch == Output {
-			c.errorf(ch, ri, FieldIIf, -1, "iif is not known in the output chain (packets the router sends have no input interface)")
-		} else if b, ok := c.byteMatch(ch, ri, FieldIIf, rs.IIf, ifParse); ok {
-			r.iif, r.need = &b, r.need|mIIf
-		}
-	}
-	if len(rs.OIf) > 0 {
-		switch ch {
-		case Prerouting:
-			c.errorf(ch, ri, FieldOIf, -1, "oif is not known in prerouting (routing has not happened yet)")
-		case Input:
-			c.errorf(ch, ri, FieldOIf, -1, "oif is not known in the input chain (the packet is for the router itself)")
-		default:
-			if b, ok := c.byteMatch(ch, ri, FieldOIf, rs.OIf, ifParse); ok {
-				r.oif, r.need = &b, r.need|mOIf
-			}
-		}
-	}
-
-	// Conntrack matches.
-	if len(rs.CtState) > 0 {
-		needCt(FieldCtState)
-		vals, idx := expandCommas(rs.CtState)
-		var st conntrack.State
-		neg := false
-		for k, v := range vals {
-			name, n := splitNeg(v)
-			if k == 0 {
-				neg = n
-			} else if n != neg {
-				c.errorf(ch, ri, FieldCtState, idx[k], "list mixes negated and plain states")
-			}
-			s, ok := conntrack.ParseState(strings.ToLower(name))
-			if !ok {
-				c.errorf(ch, ri, FieldCtState, idx[k], "unknown ct state %q (want new, established, related, invalid, untracked)", name)
-				continue
-			}
-			st |= s
-		}
-		if neg {
-			st = allStates &^ st
-		}
-		r.states &= st
-	}
-	if rs.CtDirection != "" {
-		needCt(FieldCtDirection)
-		v, neg := splitNeg(rs.CtDirection)
-		switch strings.ToLower(v) {
-		case "original":
-			r.dirs = 1
-		case "reply":
-			r.dirs = 2
-		default:
-			c.errorf(ch, ri, FieldCtDirection, -1, "unknown ct direction %q (want original or reply)", v)
-		}
-		if neg {
-			r.dirs ^= 3
-		}
-		r.need |= mDir
-	}
-	if len(rs.CtStatus) > 0 {
-		needCt(FieldCtStatus)
-		vals, idx := expandCommas(rs.CtStatus)
-		neg := false
-		for k, v := range vals {
-			name, n := splitNeg(v)
-			if k == 0 {
-				neg = n
-			} else if n != neg {
-				c.errorf(ch, ri, FieldCtStatus, idx[k], "list mixes negated and plain status bits")
-			}
-			s, ok := conntrack.ParseStatus(strings.ToLower(name))
-			if !ok {
-				c.errorf(ch, ri, FieldCtStatus, idx[k], "unknown ct status %q (want assured, expected, seen-reply, confirmed, snat, dnat, seq-adjust, dying, fixed-timeout, helper)", name)
-				continue
-			}
-			r.status |= s
-		}
-		if neg {
-			r.neg |= mStatus
-		}
-		r.need |= mStatus
-	}
-	if len(rs.CtReason) > 0 {
-		needCt(FieldCtReason)
-		vals, neg, ok := c.elemsNeg(ch, ri, FieldCtReason, rs.CtReason)
-		if ok {
-			var set [2]uint64
-			for i, v := range vals {
-				reason, found := conntrack.ParseReason(v)
-				if !found {
-					c.errorf(ch, ri, FieldCtReason, i, "unknown INVALID reason %q%s", v, suggest(v, reasonTexts()))
-					continue
-				}
-				set[reason>>6] |= 1 << (reason & 63)
-			}
-			if neg {
-				set = [2]uint64{^set[0], ^set[1]}
-			}
-			r.reasons = set
-			r.need |= mReason
-			r.states &= conntrack.StateInvalid
-		}
-	}
-	if rs.CtHelper != "" {
-		needCt(FieldCtHelper)
-		v, neg := splitNeg(rs.CtHelper)
-		if !c.helpers[v] {
-			c.errorf(ch, ri, FieldCtHelper, -1, "unknown helper %q%s", v, knownList(c.spec.Helpers))
-		}
-		r.ctHelper = v
-		r.need |= mHelper
-		if neg {
-			r.neg |= mHelper
-		}
-	}
-	if r.need&(mDir|mStatus|mHelper) != 0 {
-		// These need a connection: INVALID and UNTRACKED packets have none.
-		r.states &= ctStates
-	}
-
-	// ICMP.
-	icmp4 := len(rs.ICMPType) > 0 || len(rs.ICMPCode) > 0
-	icmp6 := len(rs.ICMPv6Type) > 0 || len(rs.ICMPv6Code) > 0
-	if icmp4 && icmp6 {
-		f := FieldICMPv6Type
-		if len(rs.ICMPv6Type) == 0 {
-			f = FieldICMPv6Code
-		}
-		c.errorf(ch, ri, f, -1, "a rule cannot match both icmp and icmpv6 fields (a packet is one or the other; write two rules)")
-	} else {
-		type bf struct {
-			field string
-			elems []string
-			names map[string]uint8
-			what  string
-			dst   **bits256
-			bit   uint32
-		}
-		var fields []bf
-		var proto packet.Proto
-		var fam uint8
-		if icmp4 {
-			proto, fam = packet.ICMP, famV4
-			fields = []bf{{FieldICMPType, rs.ICMPType, icmpTypeNames, "icmp type", &r.icmpType, mICMPType},
-				{FieldICMPCode, rs.ICMPCode, icmpCodeNames, "icmp code", &r.icmpCode, mICMPCode}}
-		} else if icmp6 {
-			proto, fam = packet.ICMPv6, famV6
-			fields = []bf{{FieldICMPv6Type, rs.ICMPv6Type, icmpv6TypeNames, "icmpv6 type", &r.icmpType, mICMPType},
-				{FieldICMPv6Code, rs.ICMPv6Code, icmpv6CodeNames, "icmpv6 code", &r.icmpCode, mICMPCode}}
-		}
-		for _, f := range fields {
-			if len(f.elems) == 0 {
-				continue
-			}
-			names := f.names
-			what := f.what
-			b, ok := c.byteMatch(ch, ri, f.field, f.elems, func(s string) (uint8, error) {
-				return parseByteName(strings.ToLower(s), names, what)
-			})
-			if !ok {
-				continue
-			}
-			*f.dst, r.need = &b, r.need|f.bit
-			c.implyProto(ch, ri, &r, f.field, bitsOf(uint8(proto)), &pspec, proto.String())
-			if r.fams&fam == 0 && len(rs.Family) > 0 {
-				c.errorf(ch, ri, f.field, -1, "%s matches %s packets, but the rule's family excludes them", f.field, proto)
-			}
-			r.fams &= fam
-		}
-	}
-
-	// TCP flags.
-	if rs.TCPFlags != "" {
-		b, err := parseTCPFlags(rs.TCPFlags)
-		if err != nil {
-			c.errorf(ch, ri, FieldTCPFlags, -1, "%v", err)
-		} else {
-			r.tcpFlags, r.need = &b, r.need|mTCPFlags
-			c.implyProto(ch, ri, &r, FieldTCPFlags, bitsOf(uint8(packet.TCP)), &pspec, "tcp")
-		}
-	}
+	rc := &ruleCompiler{c: c, ch: ch, ri: ri, rs: rs, r: &r}
+	rc.familyProto()
+	rc.addrPortIface()
+	rc.conntrack()
+	rc.icmpFlags()
+	pspec := rc.pspec
 
 	// Families implied by the addresses.
 	if r.need&mSAddr != 0 {
@@ -953,6 +650,322 @@ func (c *compiler) compileRule(ch Chain, ri int, rs *RuleSpec) (rule, bool) {
 	// Action.
 	c.compileAction(ch, ri, rs, &r)
 	return r, len(c.errs) == nerr
+}
+
+// ruleCompiler compiles the matches of one rule.
+type ruleCompiler struct {
+	c     *compiler
+	ch    Chain
+	ri    int
+	rs    *RuleSpec
+	r     *rule
+	pspec protoSpec
+}
+
+func (rc *ruleCompiler) needCt(field string) {
+	if rc.ch == Prerouting {
+		rc.c.errorf(rc.ch, rc.ri, field, -1, "%s needs connection tracking, but prerouting runs before it (use the forward or input chain)", field)
+	}
+}
+
+// familyProto compiles family and proto.
+func (rc *ruleCompiler) familyProto() {
+	c, ch, ri, rs, r, pspec := rc.c, rc.ch, rc.ri, rc.rs, rc.r, &rc.pspec
+	if len(rs.Family) > 0 {
+		vals, neg, ok := c.elemsNeg(ch, ri, FieldFamily, rs.Family)
+		var f uint8
+		for i, v := range vals {
+			switch strings.ToLower(v) {
+			case "ip", "ip4", "ipv4":
+				f |= famV4
+			case "ip6", "ipv6":
+				f |= famV6
+			case "inet":
+				f |= famV4 | famV6
+			default:
+				c.errorf(ch, ri, FieldFamily, i, "unknown family %q (want ip or ip6)", v)
+				ok = false
+			}
+		}
+		if ok {
+			if neg {
+				f = (famV4 | famV6) &^ f
+			}
+			r.fams &= f
+		}
+	}
+
+	// Protocol.
+	if len(rs.Proto) > 0 {
+		pspec.explicit = true
+		vals, neg, ok := c.elemsNeg(ch, ri, FieldProto, rs.Proto)
+		pspec.neg = neg
+		var b bits256
+		for i, v := range vals {
+			p, err := parseProto(strings.ToLower(v))
+			if err != nil {
+				c.errorf(ch, ri, FieldProto, i, "%v", err)
+				ok = false
+				continue
+			}
+			b.set(uint8(p))
+			pspec.protos = append(pspec.protos, p)
+			pspec.elems = append(pspec.elems, i)
+		}
+		if ok {
+			if neg {
+				b = b.not()
+			}
+			r.protoSet = b
+		}
+	}
+
+}
+
+// addrPortIface compiles saddr, daddr, sport, dport, iif and oif.
+func (rc *ruleCompiler) addrPortIface() {
+	c, ch, ri, rs, r, pspec := rc.c, rc.ch, rc.ri, rc.rs, rc.r, &rc.pspec
+	if len(rs.SAddr) > 0 {
+		s, neg, ok := c.addrMatch(ch, ri, FieldSAddr, rs.SAddr)
+		if ok {
+			r.saddr, r.need = s, r.need|mSAddr
+			r.sfams = matchFams(s, neg)
+			if neg {
+				r.neg |= mSAddr
+			}
+		}
+	}
+	if len(rs.DAddr) > 0 {
+		s, neg, ok := c.addrMatch(ch, ri, FieldDAddr, rs.DAddr)
+		if ok {
+			r.daddr, r.need = s, r.need|mDAddr
+			r.dfams = matchFams(s, neg)
+			if neg {
+				r.neg |= mDAddr
+			}
+		}
+	}
+
+	// Ports.
+	portProtos := bitsOf(uint8(packet.TCP), uint8(packet.UDP), uint8(packet.UDPLite), uint8(packet.SCTP))
+	for _, pf := range []struct {
+		field string
+		elems []string
+		bit   uint32
+		dst   **portSet
+	}{{FieldSPort, rs.SPort, mSPort, &r.sport}, {FieldDPort, rs.DPort, mDPort, &r.dport}} {
+		if len(pf.elems) == 0 {
+			continue
+		}
+		s, neg, ok := c.portMatch(ch, ri, pf.field, pf.elems)
+		if !ok {
+			continue
+		}
+		*pf.dst, r.need = s, r.need|pf.bit
+		if neg {
+			r.neg |= pf.bit
+		}
+		c.implyProto(ch, ri, r, pf.field, portProtos, pspec, "a protocol with ports (tcp, udp, udplite, sctp)")
+	}
+
+	// Interfaces.
+	ifParse := func(s string) (uint8, error) {
+		if i, ok := c.ifIndex[s]; ok {
+			return uint8(i), nil
+		}
+		return 0, fmt.Errorf("unknown interface %q%s", s, suggest(s, c.spec.Interfaces))
+	}
+	if len(rs.IIf) > 0 {
+		if ch == Output {
+			c.errorf(ch, ri, FieldIIf, -1, "iif is not known in the output chain (packets the router sends have no input interface)")
+		} else if b, ok := c.byteMatch(ch, ri, FieldIIf, rs.IIf, ifParse); ok {
+			r.iif, r.need = &b, r.need|mIIf
+		}
+	}
+	if len(rs.OIf) > 0 {
+		switch ch {
+		case Prerouting:
+			c.errorf(ch, ri, FieldOIf, -1, "oif is not known in prerouting (routing has not happened yet)")
+		case Input:
+			c.errorf(ch, ri, FieldOIf, -1, "oif is not known in the input chain (the packet is for the router itself)")
+		default:
+			if b, ok := c.byteMatch(ch, ri, FieldOIf, rs.OIf, ifParse); ok {
+				r.oif, r.need = &b, r.need|mOIf
+			}
+		}
+	}
+}
+
+// conntrack compiles the ct_* matches.
+func (rc *ruleCompiler) conntrack() {
+	c, ch, ri, rs, r := rc.c, rc.ch, rc.ri, rc.rs, rc.r
+	if len(rs.CtState) > 0 {
+		rc.needCt(FieldCtState)
+		vals, idx := expandCommas(rs.CtState)
+		var st conntrack.State
+		neg := false
+		for k, v := range vals {
+			name, n := splitNeg(v)
+			if k == 0 {
+				neg = n
+			} else if n != neg {
+				c.errorf(ch, ri, FieldCtState, idx[k], "list mixes negated and plain states")
+			}
+			s, ok := conntrack.ParseState(strings.ToLower(name))
+			if !ok {
+				c.errorf(ch, ri, FieldCtState, idx[k], "unknown ct state %q (want new, established, related, invalid, untracked)", name)
+				continue
+			}
+			st |= s
+		}
+		if neg {
+			st = allStates &^ st
+		}
+		r.states &= st
+	}
+	if rs.CtDirection != "" {
+		rc.needCt(FieldCtDirection)
+		v, neg := splitNeg(rs.CtDirection)
+		switch strings.ToLower(v) {
+		case "original":
+			r.dirs = 1
+		case "reply":
+			r.dirs = 2
+		default:
+			c.errorf(ch, ri, FieldCtDirection, -1, "unknown ct direction %q (want original or reply)", v)
+		}
+		if neg {
+			r.dirs ^= 3
+		}
+		r.need |= mDir
+	}
+	if len(rs.CtStatus) > 0 {
+		rc.needCt(FieldCtStatus)
+		vals, idx := expandCommas(rs.CtStatus)
+		neg := false
+		for k, v := range vals {
+			name, n := splitNeg(v)
+			if k == 0 {
+				neg = n
+			} else if n != neg {
+				c.errorf(ch, ri, FieldCtStatus, idx[k], "list mixes negated and plain status bits")
+			}
+			s, ok := conntrack.ParseStatus(strings.ToLower(name))
+			if !ok {
+				c.errorf(ch, ri, FieldCtStatus, idx[k], "unknown ct status %q (want assured, expected, seen-reply, confirmed, snat, dnat, seq-adjust, dying, fixed-timeout, helper)", name)
+				continue
+			}
+			r.status |= s
+		}
+		if neg {
+			r.neg |= mStatus
+		}
+		r.need |= mStatus
+	}
+	if len(rs.CtReason) > 0 {
+		rc.needCt(FieldCtReason)
+		vals, neg, ok := c.elemsNeg(ch, ri, FieldCtReason, rs.CtReason)
+		if ok {
+			var set [2]uint64
+			for i, v := range vals {
+				reason, found := conntrack.ParseReason(v)
+				if !found {
+					c.errorf(ch, ri, FieldCtReason, i, "unknown INVALID reason %q%s", v, suggest(v, reasonTexts()))
+					continue
+				}
+				set[reason>>6] |= 1 << (reason & 63)
+			}
+			if neg {
+				set = [2]uint64{^set[0], ^set[1]}
+			}
+			r.reasons = set
+			r.need |= mReason
+			r.states &= conntrack.StateInvalid
+		}
+	}
+	if rs.CtHelper != "" {
+		rc.needCt(FieldCtHelper)
+		v, neg := splitNeg(rs.CtHelper)
+		if !c.helpers[v] {
+			c.errorf(ch, ri, FieldCtHelper, -1, "unknown helper %q%s", v, knownList(c.spec.Helpers))
+		}
+		r.ctHelper = v
+		r.need |= mHelper
+		if neg {
+			r.neg |= mHelper
+		}
+	}
+	if r.need&(mDir|mStatus|mHelper) != 0 {
+		// These need a connection: INVALID and UNTRACKED packets have none.
+		r.states &= ctStates
+	}
+
+}
+
+// icmpFlags compiles the ICMP and TCP flag matches.
+func (rc *ruleCompiler) icmpFlags() {
+	c, ch, ri, rs, r, pspec := rc.c, rc.ch, rc.ri, rc.rs, rc.r, &rc.pspec
+	icmp4 := len(rs.ICMPType) > 0 || len(rs.ICMPCode) > 0
+	icmp6 := len(rs.ICMPv6Type) > 0 || len(rs.ICMPv6Code) > 0
+	if icmp4 && icmp6 {
+		f := FieldICMPv6Type
+		if len(rs.ICMPv6Type) == 0 {
+			f = FieldICMPv6Code
+		}
+		c.errorf(ch, ri, f, -1, "a rule cannot match both icmp and icmpv6 fields (a packet is one or the other; write two rules)")
+	} else {
+		type bf struct {
+			field string
+			elems []string
+			names map[string]uint8
+			what  string
+			dst   **bits256
+			bit   uint32
+		}
+		var fields []bf
+		var proto packet.Proto
+		var fam uint8
+		if icmp4 {
+			proto, fam = packet.ICMP, famV4
+			fields = []bf{{FieldICMPType, rs.ICMPType, icmpTypeNames, "icmp type", &r.icmpType, mICMPType},
+				{FieldICMPCode, rs.ICMPCode, icmpCodeNames, "icmp code", &r.icmpCode, mICMPCode}}
+		} else if icmp6 {
+			proto, fam = packet.ICMPv6, famV6
+			fields = []bf{{FieldICMPv6Type, rs.ICMPv6Type, icmpv6TypeNames, "icmpv6 type", &r.icmpType, mICMPType},
+				{FieldICMPv6Code, rs.ICMPv6Code, icmpv6CodeNames, "icmpv6 code", &r.icmpCode, mICMPCode}}
+		}
+		for _, f := range fields {
+			if len(f.elems) == 0 {
+				continue
+			}
+			names := f.names
+			what := f.what
+			b, ok := c.byteMatch(ch, ri, f.field, f.elems, func(s string) (uint8, error) {
+				return parseByteName(strings.ToLower(s), names, what)
+			})
+			if !ok {
+				continue
+			}
+			*f.dst, r.need = &b, r.need|f.bit
+			c.implyProto(ch, ri, r, f.field, bitsOf(uint8(proto)), pspec, proto.String())
+			if r.fams&fam == 0 && len(rs.Family) > 0 {
+				c.errorf(ch, ri, f.field, -1, "%s matches %s packets, but the rule's family excludes them", f.field, proto)
+			}
+			r.fams &= fam
+		}
+	}
+
+	// TCP flags.
+	if rs.TCPFlags != "" {
+		b, err := parseTCPFlags(rs.TCPFlags)
+		if err != nil {
+			c.errorf(ch, ri, FieldTCPFlags, -1, "%v", err)
+		} else {
+			r.tcpFlags, r.need = &b, r.need|mTCPFlags
+			c.implyProto(ch, ri, r, FieldTCPFlags, bitsOf(uint8(packet.TCP)), pspec, "tcp")
+		}
+	}
+
 }
 
 func matchFams(s *addrSet, neg bool) uint8 {
@@ -1093,189 +1106,4 @@ func (c *compiler) compileAction(ch Chain, ri int, rs *RuleSpec, r *rule) {
 		c.errorf(ch, ri, FieldLogLevel, -1, "%v", err)
 	}
 	r.logLevel = lvl
-}
-
-func reasonTexts() []string {
-	var out []string
-	for _, r := range conntrack.AllReasons() {
-		out = append(out, r.String())
-	}
-	return out
-}
-
-func knownList(names []string) string {
-	if len(names) == 0 {
-		return " (no helpers are available)"
-	}
-	return " (known: " + strings.Join(names, ", ") + ")"
-}
-
-// suggest returns ` (did you mean "x"?)` for the known name closest to s,
-// or "" when none is close.
-func suggest(s string, known []string) string {
-	if best := Closest(s, known); best != "" {
-		return fmt.Sprintf(" (did you mean %q?)", best)
-	}
-	return ""
-}
-
-// Closest returns the name in known that is a likely misspelling of s
-// (at most 2 edits, or a fifth of its length for long names, and fewer
-// than half its length), or "".
-func Closest(s string, known []string) string {
-	best, bestD := "", max(2, len(s)/5)+1
-	for _, k := range known {
-		d := editDistance(strings.ToLower(s), strings.ToLower(k))
-		if d < bestD && 2*d <= len(s) {
-			best, bestD = k, d
-		}
-	}
-	return best
-}
-
-// editDistance is the optimal-string-alignment distance (Levenshtein with
-// transpositions), for suggestions only.
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return max(len(a), len(b))
-	}
-	d := make([][]int, len(a)+1)
-	for i := range d {
-		d[i] = make([]int, len(b)+1)
-		d[i][0] = i
-	}
-	for j := range d[0] {
-		d[0][j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
-			}
-		}
-	}
-	return d[len(a)][len(b)]
-}
-
-// Index keys.
-
-var stateClasses = [5]conntrack.State{
-	conntrack.StateNew, conntrack.StateEstablished, conntrack.StateRelated,
-	conntrack.StateInvalid, conntrack.StateUntracked,
-}
-
-var famClasses = [3]uint8{famV4, famV6, famOther}
-
-// protoClass returns the index class of a protocol.
-func protoClass(p packet.Proto) int {
-	switch p {
-	case packet.TCP:
-		return 0
-	case packet.UDP:
-		return 1
-	case packet.ICMP:
-		return 2
-	case packet.ICMPv6:
-		return 3
-	}
-	return 4
-}
-
-// Lookup tables for Eval: the protocol class of each protocol, the state
-// bit and state class of each ctinfo value.
-var (
-	protoClassOf [256]uint8
-	ctStateOf    [256]conntrack.State
-	ctClassOf    [256]uint8
-)
-
-func init() {
-	for i := range 256 {
-		protoClassOf[i] = uint8(protoClass(packet.Proto(i)))
-		ctStateOf[i] = conntrack.CtInfo(i).State()
-		ctClassOf[i] = uint8(stateClass(ctStateOf[i]))
-	}
-}
-
-func stateClass(s conntrack.State) int {
-	switch s {
-	case conntrack.StateNew:
-		return 0
-	case conntrack.StateEstablished:
-		return 1
-	case conntrack.StateRelated:
-		return 2
-	case conntrack.StateInvalid:
-		return 3
-	}
-	return 4
-}
-
-func famClass(f uint8) int {
-	switch f {
-	case famV4:
-		return 0
-	case famV6:
-		return 1
-	}
-	return 2
-}
-
-func indexKey(state, proto, fam int) int { return (state*5+proto)*3 + fam }
-
-// protoClassBits are the protocols of each class.
-var protoClassBits = func() [5]bits256 {
-	var out [5]bits256
-	for p := 0; p < 256; p++ {
-		out[protoClass(packet.Proto(p))].set(uint8(p))
-	}
-	return out
-}()
-
-func (ch *chain) buildIndex(nIfaces int) {
-	ch.ifIndexed = min(nIfaces, maxIfIndexed)
-	if numIndexKeys*(ch.ifIndexed+1)*len(ch.rules) > maxIndexEntries {
-		ch.ifIndexed = 0
-	}
-	nIfc := ch.ifIndexed + 1
-	// The input interfaces of the last class: those not indexed, and none.
-	var rest bits256
-	for i := ch.ifIndexed; i < 256; i++ {
-		rest.set(uint8(i))
-	}
-	ch.dmask = make([]uint64, len(ch.rules))
-	for i := range ch.rules {
-		ch.dmask[i] = ch.rules[i].dportMask()
-	}
-	ch.index = make([]struct{ off, n uint32 }, numIndexKeys*nIfc)
-	for s := range stateClasses {
-		for p := range protoClassBits {
-			for f := range famClasses {
-				for ifc := 0; ifc < nIfc; ifc++ {
-					k := indexKey(s, p, f)*nIfc + ifc
-					ch.index[k].off = uint32(len(ch.indexData))
-					for i := range ch.rules {
-						r := &ch.rules[i]
-						if r.states&stateClasses[s] == 0 || r.fams&famClasses[f] == 0 ||
-							r.protoSet.and(protoClassBits[p]).empty() {
-							continue
-						}
-						if r.need&mIIf != 0 {
-							if ifc < ch.ifIndexed && !r.iif.has(uint8(ifc)) ||
-								ifc == ch.ifIndexed && r.iif.and(rest).empty() {
-								continue
-							}
-						}
-						ch.indexData = append(ch.indexData, uint16(i))
-					}
-					ch.index[k].n = uint32(len(ch.indexData)) - ch.index[k].off
-				}
-			}
-		}
-	}
 }
