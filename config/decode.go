@@ -171,6 +171,9 @@ func (d *decoder) decodeValue(path string, v any, rv reflect.Value) {
 			for _, e := range x {
 				elems = append(elems, e)
 			}
+		case map[string]any:
+			d.c.errorf(path, "expected an array, got a table (write [[%s]] for each element)", stripIndexes(path))
+			return
 		default:
 			d.c.errorf(path, "expected an array, got %s", tomlType(v))
 			return
@@ -282,4 +285,24 @@ func optPath(parts ...string) string {
 		p = pathJoin(p, s)
 	}
 	return p
+}
+
+// stripIndexes turns "chains.forward.rules" or "a[1].b" into the dotted key
+// a table header uses.
+func stripIndexes(p string) string {
+	var b []byte
+	depth := 0
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '[':
+			depth++
+		case ']':
+			depth--
+		default:
+			if depth == 0 {
+				b = append(b, p[i])
+			}
+		}
+	}
+	return string(b)
 }

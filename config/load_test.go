@@ -50,6 +50,7 @@ func TestBadConfigs(t *testing.T) {
 			false, 5, 14, "helpers.ftp.ports[1]", `expected an integer, got a string ("ftp")`},
 		{"wrong type for a match", "[[chains.forward.rules]]\nct_state = true\naction = \"accept\"\n",
 			false, 2, 1, "chains.forward.rules[0].ct_state", "expected a string or an integer, got a boolean (true)"},
+		{"table instead of an array of tables", "[chains.forward.rules]\naction = \"drop\"\n", false, 1, 1, "chains.forward.rules", "expected an array, got a table (write [[chains.forward.rules]] for each element)"},
 		{"wrong type: table for a list", "[sets]\nx = { a = 1 }\n", false, 2, 1, "sets.x", "expected a string or an integer, got a table"},
 		{"bad prefix in a rule list", "[[chains.forward.rules]]\nsaddr = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\naction = \"drop\"\n",
 			false, 2, 24, "chains.forward.rules[0].saddr[1]", `invalid prefix "10.0.0.0/40"`},
