@@ -589,13 +589,12 @@ func udpBad(v6 bool) *sb {
 }
 
 func icmpEcho(v6 bool) *sb {
-	name := "icmp-echo"
 	typReq, typRep := uint8(8), uint8(0)
 	if v6 {
-		name, typReq, typRep = "icmpv6-echo", 128, 129
+		typReq, typRep = 128, 129
 	}
-	b := newSB(name+sfx(v6), "3.2", v6, dropInvalid,
-		"echo request NEW, reply ESTABLISHED, the next request ESTABLISHED, a duplicate reply ESTABLISHED; a reply without request and a bad checksum are INVALID")
+	b := newSB("icmp-echo"+sfx(v6), map[bool]string{false: "3.2", true: "3.3"}[v6], v6, dropInvalid,
+		"ICMP (ICMPv6 over IPv6) echo request NEW, reply ESTABLISHED, the next request ESTABLISHED, a duplicate reply ESTABLISHED; a reply without request and a bad checksum are INVALID")
 	c, s := b.host(Client, 2), b.host(Server, 2)
 	req := func(from Side, typ uint8, id, seq uint16) []byte {
 		src, dst := c, s

@@ -336,6 +336,24 @@ func quoteList(ss []string) string {
 	return strings.Join(q, ", ")
 }
 
+// routerConfig renders the router's configuration for s, with its devices
+// "lan0" and "wan0" in the namespaces at nsPath (client, server).
+func routerConfig(nsPath [2]string, s *Scenario) string {
+	var b strings.Builder
+	b.WriteString("[router]\nworkers = 2\ncontrol_socket = \"\"\nlog_level = \"info\"\n\n")
+	for i := range 2 {
+		fmt.Fprintf(&b, "[[device]]\nname = %q\nnetns = %q\naddresses = [%q, %q]\noffload = false\n\n",
+			devName[i], nsPath[i], Router4[i].String(), Router6[i].String())
+	}
+	b.WriteString(s.Sysctls.toml())
+	b.WriteString("[helpers.ftp]\nports = []\nloose = false\n\n")
+	b.WriteString(s.Rules.tomlRules())
+	return b.String()
+}
+
+// devName are the router's devices on the client and server links.
+var devName = [2]string{"lan0", "wan0"}
+
 // sysctlValues returns the kernel sysctls (net.netfilter.*) for s.
 func (s Sysctls) sysctlValues() []string {
 	b := func(v bool) string {
