@@ -193,8 +193,9 @@ func (w *worker) process(b *batch) {
 		w.handle(b, i, rs)
 	}
 	w.flush()
+	now := b.now // b belongs to its reader again after release
 	b.release()
-	w.housekeeping(b.now, false)
+	w.housekeeping(now, false)
 }
 
 // flush writes the queued packets of every port.
