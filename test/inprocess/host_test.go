@@ -175,7 +175,14 @@ func (d *hostDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 }
 
 // Write hands the packets to the stack (which copies them).
+var debugWrite func([]byte)
+
 func (d *hostDev) Write(bufs [][]byte, offset int) (int, error) {
+	if debugWrite != nil {
+		for _, b := range bufs {
+			debugWrite(b[offset:])
+		}
+	}
 	if d.sealed.Load() {
 		d.late.Add(uint64(len(bufs)))
 	}

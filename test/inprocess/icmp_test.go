@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -13,46 +14,72 @@ import (
 	"github.com/tunrouter/router/packet"
 )
 
-// ping sends echo requests from src (an address of h) to dst, one every
-// 200 ms, until a reply carrying payload comes back or timeout passes. It
-// returns the reply (ICMP header and data) and the echo identifier the
-// stack used.
+// ping sends an echo request from src (an address of h) to dst and waits
+// for the reply carrying payload, retrying until timeout passes. It returns
+// the reply (ICMP header and data) and the echo identifier the stack used.
 //
-// It resends rather than waiting once because netstack's PingConn only
-// wakes up for replies that arrive after ReadFrom started waiting.
+// netstack's PingConn.ReadFrom waits for a "readable" event before it
+// reads, and the endpoint signals that only when its queue goes from
+// empty to non-empty: a reply that arrives before a Read starts waiting
+// stays queued unseen, and so does every later one. The router answers
+// its own pings fast enough for that to happen, so each attempt starts
+// its Read before it sends, and a failed attempt starts over with a new
+// socket.
 func ping(h *host, src, dst netip.Addr, payload []byte, timeout time.Duration) ([]byte, uint16, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		reply, err := pingOnce(h, src, dst, payload, 300*time.Millisecond)
+		if err == nil {
+			return reply, uint16(reply[4])<<8 | uint16(reply[5]), nil
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, 0, err
+		}
+		if time.Now().After(deadline) {
+			return nil, 0, fmt.Errorf("no echo reply from %v within %v", dst, timeout)
+		}
+	}
+}
+
+func pingOnce(h *host, src, dst netip.Addr, payload []byte, wait time.Duration) ([]byte, error) {
 	pc, err := h.net.DialPingAddr(src, dst)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	defer pc.Close()
 	typ, replyType := byte(packet.ICMPEchoRequest), byte(packet.ICMPEchoReply)
 	if dst.Is6() {
 		typ, replyType = packet.ICMPv6EchoRequest, packet.ICMPv6EchoReply
 	}
-	deadline := time.Now().Add(timeout)
-	buf := make([]byte, 1500)
-	for seq := 1; time.Now().Before(deadline); seq++ {
-		req := append([]byte{typ, 0, 0, 0, 0, 0, byte(seq >> 8), byte(seq)}, payload...)
-		if _, err := pc.Write(req); err != nil {
-			return nil, 0, err
-		}
-		pc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	type result struct {
+		reply []byte
+		err   error
+	}
+	done := make(chan result, 1)
+	reading := make(chan struct{})
+	pc.SetReadDeadline(time.Now().Add(wait))
+	go func() {
+		buf := make([]byte, 1500)
+		close(reading)
 		for {
 			n, err := pc.Read(buf)
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				break
-			}
 			if err != nil {
-				return nil, 0, err
+				done <- result{err: err}
+				return
 			}
-			m := buf[:n]
-			if n >= 8 && m[0] == replyType && bytes.Equal(m[8:], payload) {
-				return append([]byte(nil), m...), uint16(m[4])<<8 | uint16(m[5]), nil
+			if m := buf[:n]; n >= 8 && m[0] == replyType && bytes.Equal(m[8:], payload) {
+				done <- result{reply: append([]byte(nil), m...)}
+				return
 			}
 		}
+	}()
+	<-reading
+	runtime.Gosched()
+	if _, err := pc.Write(append([]byte{typ, 0, 0, 0, 0, 0, 0, 1}, payload...)); err != nil {
+		return nil, err
 	}
-	return nil, 0, fmt.Errorf("no echo reply from %v within %v", dst, timeout)
+	r := <-done
+	return r.reply, r.err
 }
 
 // icmpRecs returns the trace records of ICMP echo packets between a and b
@@ -86,7 +113,7 @@ func TestPing(t *testing.T) {
 			payload := []byte("ping " + tc.name + " through the router")
 			reply, id, err := ping(r.client, tc.src, tc.dst, payload, 3*time.Second)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("%v; trace:%s", err, dumpRecs(r.trace.matching(func(x *rec) bool { return x.Key.Proto.IsICMP() })))
 			}
 			if !bytes.Equal(reply[8:], payload) {
 				t.Fatalf("reply data %q, want %q", reply[8:], payload)
