@@ -16,13 +16,15 @@ import (
 )
 
 // The test network. The client host sits on the LAN port, the server host
-// on the WAN port; the client also owns clientV4b, a second LAN address
-// that stands for "another host" in the FTP bounce test. Nothing leaves
-// the process: these are addresses inside the two netstack hosts.
+// on the WAN port; the client also owns clientV4b and clientV6b, second
+// LAN addresses that stand for "another host" in the FTP bounce test.
+// Nothing leaves the process: these are addresses inside the two netstack
+// hosts.
 const (
 	clientV4  = "10.1.0.5"
 	clientV4b = "10.1.0.6"
 	clientV6  = "fd01::5"
+	clientV6b = "fd01::6"
 	serverV4  = "10.2.0.9"
 	serverV6  = "fd02::9"
 
@@ -64,7 +66,7 @@ func newRig(t *testing.T, workers int, rules rulesFunc) *rig {
 	r := &rig{
 		t:       t,
 		workers: workers,
-		client:  newHost(t, "client", linkMTU, clientV4, clientV4b, clientV6),
+		client:  newHost(t, "client", linkMTU, clientV4, clientV4b, clientV6, clientV6b),
 		server:  newHost(t, "server", linkMTU, serverV4, serverV6),
 		trace:   &tracer{},
 		ftp:     ftp.New(ftp.Config{}),
