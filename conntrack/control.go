@@ -19,8 +19,8 @@ type EntryInfo struct {
 	Created  int64         // ns, the pipeline's clock
 	Packets  [2]uint64     // per direction (Original, Reply)
 	Bytes    [2]uint64
-	Helper   string  // attached helper's name
-	Master   ConnID  // for expected connections: the connection that announced it
+	Helper   string // attached helper's name
+	Master   ConnID // for expected connections: the connection that announced it
 }
 
 // EventType says what happened to an entry.
@@ -53,10 +53,14 @@ type EventSink interface {
 	Event(t EventType, info *EntryInfo)
 }
 
-func (t *Table) emit(i uint32, e EventType) {
-	var info EntryInfo
-	t.fill(i, &info, 0)
-	t.events.Event(e, &info)
+// emit sends event e for entry i; now (0 for DESTROY) gives the remaining
+// timeout, which conntrack -E prints for NEW and UPDATE. The EntryInfo is
+// the table's scratch copy, so events cost no allocation.
+func (t *Table) emit(i uint32, e EventType, now int64) {
+	info := &t.evInfo
+	t.fill(i, info, now)
+	t.events.Event(e, info)
+	*info = EntryInfo{}
 }
 
 // fill copies entry i into info. now (0: unknown) gives the remaining
@@ -203,14 +207,23 @@ func (s *Stats) Add(o *Stats) {
 	}
 }
 
-// Format appends the entry in conntrack -L's line format:
-// "tcp      6 431999 ESTABLISHED src=... dst=... sport=... dport=... src=... [ASSURED] use=1".
+// Format appends the entry in the line format of conntrack -L (with
+// accounting on and "-o id"), for example:
+//
+//	tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=192.0.2.1 sport=40000 dport=80 packets=3 bytes=180 src=192.0.2.1 dst=10.0.0.1 sport=80 dport=40000 packets=2 bytes=120 [ASSURED] mark=0 use=1 id=4294967296
+//
+// The protocol name is padded to 8 columns ("unknown" for protocols
+// conntrack has no name for), each tuple is followed by its direction's
+// counters, [UNREPLIED] follows the original tuple. helper=NAME comes
+// before use=1 as in conntrack; master=ID (ours) before the id.
 func (info *EntryInfo) Format(b []byte) []byte {
 	p := info.Orig.Proto
-	b = append(b, p.String()...)
-	for n := len(p.String()); n < 9; n++ {
+	name := ctProtoName(p)
+	b = append(b, name...)
+	for n := len(name); n < 8; n++ {
 		b = append(b, ' ')
 	}
+	b = append(b, ' ')
 	b = strconv.AppendUint(b, uint64(p), 10)
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, int64(info.Timeout/time.Second), 10)
@@ -220,29 +233,47 @@ func (info *EntryInfo) Format(b []byte) []byte {
 		b = append(b, ' ')
 	}
 	b = appendTuple(b, &info.Orig)
+	b = appendCounters(b, info.Packets[Original], info.Bytes[Original])
 	if info.Status&StatusSeenReply == 0 {
 		b = append(b, " [UNREPLIED]"...)
 	}
 	b = append(b, ' ')
 	b = appendTuple(b, &info.Reply)
+	b = appendCounters(b, info.Packets[Reply], info.Bytes[Reply])
 	if info.Status&StatusAssured != 0 {
 		b = append(b, " [ASSURED]"...)
 	}
-	b = append(b, " packets="...)
-	b = strconv.AppendUint(b, info.Packets[0]+info.Packets[1], 10)
-	b = append(b, " bytes="...)
-	b = strconv.AppendUint(b, info.Bytes[0]+info.Bytes[1], 10)
+	b = append(b, " mark=0"...)
 	if info.Helper != "" {
 		b = append(b, " helper="...)
 		b = append(b, info.Helper...)
 	}
+	b = append(b, " use=1"...)
 	if info.Master != 0 {
 		b = append(b, " master="...)
-		b = strconv.AppendUint(b, uint64(info.Master), 16)
+		b = strconv.AppendUint(b, uint64(info.Master), 10)
 	}
 	b = append(b, " id="...)
-	b = strconv.AppendUint(b, uint64(info.ID), 16)
+	b = strconv.AppendUint(b, uint64(info.ID), 10)
 	return b
+}
+
+// ctProtoName is the protocol name conntrack prints (its own short list).
+func ctProtoName(p packet.Proto) string {
+	switch p {
+	case packet.TCP, packet.UDP, packet.UDPLite, packet.ICMP, packet.ICMPv6, packet.SCTP, packet.GRE:
+		return p.String()
+	case 33:
+		return "dccp"
+	}
+	return "unknown"
+}
+
+func appendCounters(b []byte, packets, bytes uint64) []byte {
+	b = append(b, " packets="...)
+	b = strconv.AppendUint(b, packets, 10)
+	b = append(b, " bytes="...)
+	return strconv.AppendUint(b, bytes, 10)
 }
 
 func appendTuple(b []byte, k *packet.FlowKey) []byte {

@@ -39,6 +39,11 @@ type Table struct {
 	events   EventSink
 	gcCursor uint32
 
+	// Scratch space for the per-packet paths that hand a pointer to an
+	// interface (events, helpers): as locals they would escape to the heap.
+	evInfo EntryInfo
+	hctx   HelperContext
+
 	stats Stats
 }
 
@@ -281,6 +286,11 @@ func (t *Table) alloc() (uint32, bool) {
 	}
 	c := t.at(i)
 	gen := c.gen + 1
+	if gen&0xffffff == 0 {
+		// The id keeps 24 bits of the generation: skip the value that
+		// would give slot 0 of worker 0 the id 0 ("no connection").
+		gen++
+	}
 	*c = conn{gen: gen, live: true}
 	t.n++
 	return i, true
@@ -308,9 +318,7 @@ func (t *Table) destroy(i uint32, why EventType) {
 		t.expect.RemoveMaster(t.id(i))
 	}
 	if t.events != nil && c.linked {
-		var info EntryInfo
-		t.fill(i, &info, 0)
-		t.events.Event(why, &info)
+		t.emit(i, why, 0)
 	}
 	t.unlink(i)
 	t.free(i)

@@ -68,23 +68,12 @@ func (t *Table) Track(p *packet.Parsed, a TrackArgs) Result {
 	if p.Fragment {
 		return t.countInvalid(ReasonFragment)
 	}
-	switch p.Proto {
-	case packet.TCP:
-		if r := tcpCheckFlags(p.TCPFlags); r != ReasonNone {
-			return t.countInvalid(r)
-		}
-	case packet.IPv6NoNext:
+	if p.Proto == packet.IPv6NoNext {
 		return t.countInvalid(ReasonNoL4)
-	case packet.ICMP:
-		if p.ICMPType > packet.ICMPAddrMaskReply {
-			return t.countInvalid(ReasonICMPType)
-		}
-	case packet.ICMPv6:
-		if packet.IsICMPv6Untracked(p.ICMPType) {
-			t.stats.Untracked++
-			return Result{Info: Untracked}
-		}
 	}
+	// The checksum comes first, as in the kernel's per-protocol error
+	// checks: a corrupted packet is INVALID for its checksum whatever its
+	// flags or type claim (and a corrupted ND packet is not UNTRACKED).
 	if t.cfg.Checksum && !a.ChecksumVerified && !p.L4ChecksumValid() {
 		switch p.Proto {
 		case packet.TCP:
@@ -97,12 +86,31 @@ func (t *Table) Track(p *packet.Parsed, a TrackArgs) Result {
 			return t.countInvalid(ReasonICMPv6Checksum)
 		}
 	}
-	if p.Proto.IsICMP() {
+	switch p.Proto {
+	case packet.TCP:
+		if r := tcpCheckFlags(p.TCPFlags); r != ReasonNone {
+			return t.countInvalid(r)
+		}
+	case packet.ICMP:
+		if p.ICMPType > packet.ICMPAddrMaskReply {
+			return t.countInvalid(ReasonICMPType)
+		}
 		if p.IsICMPError() {
 			return t.trackError(p, a.Now)
 		}
-		if p.Proto == packet.ICMPv6 && p.ICMPType == packet.ICMPv6Redirect {
+	case packet.ICMPv6:
+		if packet.IsICMPv6Untracked(p.ICMPType) {
+			t.stats.Untracked++
+			return Result{Info: Untracked}
+		}
+		// A redirect's checks come before its quoted packet is looked at
+		// (the decoder exposes a well-formed redirected header as an
+		// error's quote).
+		if p.ICMPType == packet.ICMPv6Redirect {
 			return t.trackRedirect6(p, a.Now)
+		}
+		if p.IsICMPError() {
+			return t.trackError(p, a.Now)
 		}
 	}
 	return t.trackNormal(p, &a, false)
@@ -157,7 +165,13 @@ func (t *Table) trackNormal(p *packet.Parsed, a *TrackArgs, again bool) Result {
 		info = New
 	}
 
-	accepted, refresh, timeout := true, true, time.Duration(0)
+	// changed collects what the kernel reports as an UPDATE event for this
+	// packet (IPCT_REPLY, IPCT_PROTOINFO, IPCT_ASSURED); acct is false for
+	// the packets the kernel does not account (ignored TCP packets and SYN
+	// retransmissions, which return before nf_ct_refresh_acct).
+	accepted, refresh, acct, timeout := true, true, true, time.Duration(0)
+	oldStatus := c.status
+	changed := false
 	switch p.Proto {
 	case packet.TCP:
 		seg := segOf(p)
@@ -169,12 +183,14 @@ func (t *Table) trackNormal(p *packet.Parsed, a *TrackArgs, again bool) Result {
 		switch out.action {
 		case tcpAccept:
 			refresh, timeout = out.refresh, out.timeout
+			acct = refresh || c.status&StatusFixedTimeout != 0
 			if out.assured {
 				c.status |= StatusAssured
 			}
+			changed = out.new != out.old
 		case tcpIgnore:
 			t.stats.Ignore++
-			refresh = false
+			refresh, acct = false, false
 		case tcpInvalid:
 			if out.refresh {
 				c.expires = now + int64(out.timeout)
@@ -209,17 +225,17 @@ func (t *Table) trackNormal(p *packet.Parsed, a *TrackArgs, again bool) Result {
 	default:
 		timeout = t.cfg.GenericTimeout
 	}
-	c.packets[dir]++
-	c.bytes[dir] += uint64(p.Length)
+	if acct {
+		c.packets[dir]++
+		c.bytes[dir] += uint64(p.Length)
+	}
 	if refresh && c.status&StatusFixedTimeout == 0 {
 		c.expires = now + int64(timeout)
 	}
-	if dir == Reply && c.status&StatusSeenReply == 0 {
+	if dir == Reply {
 		c.status |= StatusSeenReply
-		if t.events != nil {
-			t.emit(idx, EventUpdate)
-		}
 	}
+	changed = changed || c.status != oldStatus
 	res := Result{
 		Info:     info,
 		Status:   c.status,
@@ -234,13 +250,20 @@ func (t *Table) trackNormal(p *packet.Parsed, a *TrackArgs, again bool) Result {
 	}
 	if !accepted {
 		// RST on a connection that never saw a reply: the packet passes
-		// with its ctinfo, the entry goes now (2.8-3).
+		// with its ctinfo, the entry goes now (2.8-3), with no UPDATE
+		// before its DESTROY (the kernel drops events cached for a dying
+		// entry).
 		if isNew {
 			t.free(idx)
 		} else {
 			t.destroy(idx, EventDestroy)
 		}
 		res.idx, res.isNew = 0, false
+		return res
+	}
+	// A new entry reports everything in its NEW event at Commit.
+	if changed && !isNew && t.events != nil {
+		t.emit(idx, EventUpdate, now)
 	}
 	return res
 }
@@ -355,9 +378,9 @@ func (t *Table) trackError(p *packet.Parsed, now int64) Result {
 	if dir == Reply {
 		info = RelatedReply
 	}
+	// Like the kernel, an error neither refreshes nor counts on the entry
+	// (no tracker runs, so no accounting), nor sets SEEN_REPLY.
 	t.stats.Found++
-	c.packets[dir]++
-	c.bytes[dir] += uint64(p.Length)
 	res := Result{Info: info, Status: c.status, TCPState: c.tcp.state, idx: idx + 1, gen: c.gen}
 	if e := t.ext(c); e != nil {
 		res.Helper = HelperID(e.helper)
@@ -366,17 +389,23 @@ func (t *Table) trackError(p *packet.Parsed, now int64) Result {
 	return res
 }
 
-// trackRedirect6 applies the kernel's checks to an ICMPv6 redirect.
+// trackRedirect6 applies the kernel's checks to an ICMPv6 redirect (3.3):
+// code 0, hop limit 255 and a link-local source, then the first option
+// must be present (a non-zero length) and be a redirected header, whose
+// quoted packet is then handled like an error's.
 func (t *Table) trackRedirect6(p *packet.Parsed, now int64) Result {
 	if p.ICMPCode != 0 {
+		// Not handled by the error path: the normal lookup cannot invert
+		// type 137.
 		return t.countInvalid(ReasonICMPv6Untrackable)
 	}
 	src := p.Key.Src
 	if p.TTL != 255 || src[0] != 0xfe || src[1]&0xc0 != 0x80 {
 		return t.countInvalid(ReasonICMPv6BadRedirect)
 	}
-	if p.L4Off+8+32+8 > p.Length {
-		// No options at all.
+	opt := p.L4Off + 8 + 32 // first option: after the target and destination
+	if b := p.Buf(); opt+8 > p.Length || opt+2 > len(b) || b[opt+1] == 0 {
+		// A short redirect, no options, or a zero-length option.
 		return t.countInvalid(ReasonICMPv6BadRedirect)
 	}
 	if !p.IsICMPError() {
@@ -402,7 +431,10 @@ func (t *Table) Commit(r *Result, p *packet.Parsed, now int64) HelperResult {
 	if r.Helper != 0 && r.Info != RelatedReply && int(r.Helper) <= len(t.helpers) {
 		e := t.ext(c)
 		h := t.helpers[r.Helper-1]
-		ctx := HelperContext{
+		// The context lives in the table: a local would escape to the heap
+		// through the interface call (one allocation per helper packet).
+		ctx := &t.hctx
+		*ctx = HelperContext{
 			Packet: p,
 			Info:   r.Info,
 			Now:    now,
@@ -411,7 +443,8 @@ func (t *Table) Commit(r *Result, p *packet.Parsed, now int64) HelperResult {
 			State:  &e.helperState,
 			Expect: t.expect,
 		}
-		hr = h.Help(&ctx)
+		hr = h.Help(ctx)
+		*ctx = HelperContext{} // keep no reference to the packet
 		if hr.Drop {
 			t.stats.HelperDrop++
 			if r.isNew {
@@ -431,7 +464,7 @@ func (t *Table) Commit(r *Result, p *packet.Parsed, now int64) HelperResult {
 		r.isNew = false
 		t.stats.Insert++
 		if t.events != nil {
-			t.emit(i, EventNew)
+			t.emit(i, EventNew, now)
 		}
 	}
 	return hr
@@ -488,22 +521,37 @@ func (t *Table) earlyDrop(k *packet.FlowKey, now int64) bool {
 // the previous call stopped and examining at most 4*budget slots, so one
 // call's work is bounded whatever the table's size. It returns the number
 // of entries removed.
+//
+// A call examines each slot at most once (one sweep of the slab at most,
+// whatever the budget). It also frees tentative entries that have expired:
+// a packet's unconfirmed entry lives only until its Commit or Discard,
+// within the batch, so one still there after its timeout was leaked by a
+// caller that did neither.
 func (t *Table) Reap(now int64, budget int) int {
 	if t.nslots == 0 || budget <= 0 {
 		return 0
 	}
+	limit := uint64(t.nslots)
+	if b := uint64(budget); b <= limit/4 {
+		limit = 4 * b
+	}
 	reaped := 0
-	for scanned := 0; scanned < 4*budget && reaped < budget; scanned++ {
+	for scanned := uint64(0); scanned < limit && reaped < budget; scanned++ {
 		if t.gcCursor >= t.nslots {
 			t.gcCursor = 0
 		}
 		i := t.gcCursor
 		t.gcCursor++
 		c := t.at(i)
-		if c.live && c.linked && c.expires <= now {
-			t.destroy(i, EventExpired)
-			reaped++
+		if !c.live || c.expires > now {
+			continue
 		}
+		if c.linked {
+			t.destroy(i, EventExpired)
+		} else {
+			t.free(i)
+		}
+		reaped++
 	}
 	t.stats.Reaped += uint64(reaped)
 	return reaped
