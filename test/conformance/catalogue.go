@@ -722,11 +722,14 @@ func icmpErrorUnknown(v6 bool) *sb {
 
 func icmpErrorAboutError(v6 bool) *sb {
 	b := newSB("icmp-error-about-error"+sfx(v6), "4", v6, dropInvalid,
-		"an ICMP error quoting an ICMP error is INVALID, even when the inner error is about a known connection")
+		"an ICMP error quoting an ICMP error is INVALID (from both sides), even when the inner error is about a known connection")
 	c := b.tcp(40420, 80).handshake()
 	data := c.data(Client, "x", "")
 	inner := b.add(Server, b.icmpErr(b.host(Server, 9), b.host(Client, 2), 1, data), "error about client data", StateRelated)
 	b.add(Client, b.icmpErr(b.host(Client, 2), b.host(Server, 9), 3, inner), "client error quoting that error", StateInvalid)
+	sdata := c.data(Server, "y", "")
+	inner2 := b.add(Client, b.icmpErr(b.host(Client, 8), b.host(Server, 2), 1, sdata), "error about server data", StateRelated)
+	b.add(Server, b.icmpErr(b.host(Server, 2), b.host(Client, 8), 3, inner2), "server error quoting that error", StateInvalid)
 	return b
 }
 

@@ -33,9 +33,6 @@ type routerRunner struct {
 	ns     [2]string
 	nsPath [2]string
 	seq    int
-	// Extra, when set, is appended to every generated configuration
-	// (used by tests of the runner itself).
-	Extra string
 }
 
 // buildRouter builds cmd/router into dir.
@@ -70,7 +67,7 @@ func newRouterRunner(tb testing.TB, bin string) *routerRunner {
 
 // config renders the router's configuration for s.
 func (r *routerRunner) config(s *Scenario) string {
-	return routerConfig(r.nsPath, s) + r.Extra
+	return routerConfig(r.nsPath, s)
 }
 
 // daemon is one running router process.
@@ -221,24 +218,22 @@ func (r *routerRunner) Run(s *Scenario) ([]Outcome, error) {
 	// Every packet has a trace record; delivered ones may not be flushed
 	// yet (the daemon flushes its trace every 100 ms).
 	for i := range s.Packets {
-		{
-			l := lines[i]
-			if l == nil {
-				l = tail.wait(sigs[i], 2*time.Second)
-			}
-			if l != nil {
-				out[i].State = l.State
-				if strings.HasPrefix(l.Verdict, "drop: ip header") {
-					out[i].State = StateNone
-				}
-				if l.State == StateInvalid || l.Verdict != "accept" {
-					out[i].Reason = joinNonEmpty("; ", l.Reason, l.Why)
-				}
-				out[i].Detail = joinNonEmpty("; ", out[i].Detail, routerDetail(l))
-				continue
-			}
+		l := lines[i]
+		if l == nil {
+			l = tail.wait(sigs[i], 2*time.Second)
+		}
+		if l == nil {
 			return nil, fmt.Errorf("packet %d (%s): no trace record\n%s", i, s.Packets[i].Note, tail.dump())
 		}
+		out[i].State = l.State
+		if strings.HasPrefix(l.Verdict, "drop: ip header") {
+			// Dropped before tracking, as the kernel's IP layer does.
+			out[i].State = StateNone
+		}
+		if l.State == StateInvalid || l.Verdict != "accept" {
+			out[i].Reason = joinNonEmpty("; ", l.Reason, l.Why)
+		}
+		out[i].Detail = joinNonEmpty("; ", out[i].Detail, routerDetail(l))
 	}
 	return out, nil
 }

@@ -217,10 +217,9 @@ func markOf(b []byte) (uint32, bool) {
 	return 0, false
 }
 
-// setMark writes mark into b's IPv4 ID (recomputing the header checksum,
-// so a deliberately broken one stays broken by the same delta... it is
-// recomputed only when it was correct) or IPv6 flow label. The transport
-// checksum does not cover either field.
+// setMark writes mark into b's IPv4 ID or IPv6 flow label. The IPv4 header
+// checksum is recomputed only when it was right (a deliberately broken one
+// stays broken); the transport checksum covers neither field.
 func setMark(b []byte, mark uint32) {
 	if len(b) >= 20 && b[0]>>4 == 4 {
 		ihl := int(b[0]&0xf) * 4
