@@ -104,10 +104,7 @@ func httpClient(t testing.TB, h *host) *http.Client {
 // connection that carried it.
 func get(ctx context.Context, c *http.Client, url string) ([]byte, netip.AddrPort, error) {
 	var local netip.AddrPort
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		GotConn: func(ci httptrace.GotConnInfo) { local = addrPortOf(ci.Conn.LocalAddr()) },
-	})
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(withLocal(ctx, &local), http.MethodGet, url, nil)
 	if err != nil {
 		return nil, local, err
 	}
@@ -121,6 +118,14 @@ func get(ctx context.Context, c *http.Client, url string) ([]byte, netip.AddrPor
 		err = fmt.Errorf("%s: %s", url, resp.Status)
 	}
 	return body, local, err
+}
+
+// withLocal makes a request with ctx record its connection's local
+// address in *local.
+func withLocal(ctx context.Context, local *netip.AddrPort) context.Context {
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(ci httptrace.GotConnInfo) { *local = addrPortOf(ci.Conn.LocalAddr()) },
+	})
 }
 
 func urlFor(ap netip.AddrPort, path string) string {
