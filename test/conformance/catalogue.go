@@ -64,7 +64,7 @@ func Catalogue() []*Scenario {
 			tcpTimeWaitReuse, tcpCloseReuseIgnored, tcpSYNACKRetrans, tcpSYNACKStale,
 			tcpSimultaneousOpen, tcpPickupLoose, tcpPickupStrict, tcpWindowScale,
 			tcpWindowScaleOneSided, tcpImpossibleFlags, tcpAllowedFlags, tcpInvalidFirst,
-			tcpBadChecksum, tcpTruncated, tcpLiberal, tcpIgnoreInvalidRST, tcpAckLossStall,
+			tcpBadChecksum, checksumOff, tcpTruncated, tcpLiberal, tcpIgnoreInvalidRST, tcpAckLossStall,
 			tcpSynChallengeAck, tcpNotrack,
 			// 3 UDP, ICMP, generic
 			udpNewReply, udpBad, icmpEcho, icmpOddTypes, genericProto,
@@ -459,6 +459,26 @@ func tcpBadChecksum(v6 bool) *sb {
 	b.add(Client, pt.BadL4Checksum(data), "data, bad checksum", StateInvalid)
 	ack := c.seg(Server, pt.TCPOpts{Flags: fACK, Seq: c.end[Server].nxt, Ack: c.end[Client].nxt})
 	b.add(Server, pt.BadL4Checksum(ack), "server ACK, bad checksum", StateInvalid)
+	return b
+}
+
+func checksumOff(v6 bool) *sb {
+	b := newSB("checksum-off"+sfx(v6), "2.3", v6, dropInvalid,
+		"nf_conntrack_checksum=0: bad TCP, UDP and ICMP checksums are not checked; the packets are tracked normally")
+	b.sysctls(Sysctls{NoChecksum: true})
+	c := b.tcp(40255, 80)
+	syn := c.seg(Client, pt.TCPOpts{Flags: fSYN, Seq: c.end[Client].isn, MSS: 1460})
+	b.add(Client, pt.BadL4Checksum(syn), "SYN, bad checksum", StateNew)
+	sa := c.seg(Server, pt.TCPOpts{Flags: fSYNACK, Seq: c.end[Server].isn, Ack: c.end[Client].isn + 1, MSS: 1460})
+	b.add(Server, pt.BadL4Checksum(sa), "SYN/ACK, bad checksum", StateEstablished)
+	u := pt.UDP(b.ep(Client, 2, 33600), b.ep(Server, 2, 53), pt.UDPOpts{Payload: []byte("query")})
+	b.add(Client, pt.BadL4Checksum(u), "UDP, bad checksum", StateNew)
+	typ := uint8(8)
+	if v6 {
+		typ = 128
+	}
+	e := pt.ICMP(b.host(Client, 2), b.host(Server, 2), pt.ICMPOpts{Type: typ, ID: 3, Seq: 1, Data: []byte("x")})
+	b.add(Client, pt.BadL4Checksum(e), "echo request, bad checksum", StateNew)
 	return b
 }
 
