@@ -25,6 +25,12 @@ package conntrack
 // reply-direction packet is processed (reference 1.1 rule 6): the table sets
 // it only after packet accepted (or ignored) that packet.
 //
+// Where the behavioural reference (section 2 of conntrack.md) and the kernel differ, this follows
+// the kernel (Linux 6.18, checked packet by packet against the running
+// kernel by TestTCPKernelDifferential): a RST answering an ignored SYN
+// (2.6-6c) skips the window check only if it comes from the other side than
+// that SYN.
+//
 // Differences from the kernel that cannot matter to a router:
 //   - SACK blocks come from packet.TCPOptions, which gathers up to four
 //     blocks from every SACK option of the header; the kernel looks at the
