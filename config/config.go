@@ -84,15 +84,27 @@ func (r Router) NumWorkers() int {
 }
 
 // Device is one TUN device the router reads and writes.
+//
+// A TUN device is a point-to-point link between the network namespace it
+// lives in (the "host side": the kernel there owns Addresses and routes
+// NSRoutes into the device) and the router. The connected networks of
+// Addresses are routed by the router to this device.
 type Device struct {
 	Name      string
 	Kind      string // "tun"
 	Netns     string // namespace to create it in: a path or a name under /run/netns ("" = current)
 	MTU       int
-	Addresses []netip.Prefix // address with its connected prefix length
-	Queues    int            // 0: one per worker
-	Offload   bool           // GSO/GRO offloads (virtio-net header)
-	FD        int            // an inherited, already open TUN fd to adopt; 0 = create by name
+	Addresses []netip.Prefix // host-side addresses with their connected prefix length
+	// NSRoutes are prefixes the host side routes into the device (for
+	// example its default route through the router).
+	NSRoutes []netip.Prefix
+	// RouterAddrs are the router's own addresses on this link: the source
+	// of the ICMP errors it sends there, and answered to ping (input
+	// chain).
+	RouterAddrs []netip.Addr
+	Queues      int  // 0: one per worker
+	Offload     bool // GSO/GRO offloads (virtio-net header)
+	FD          int  // an inherited, already open TUN fd to adopt; 0 = create by name
 }
 
 // Route sends a destination prefix to a device (longest prefix wins).
@@ -159,14 +171,16 @@ type fileRouter struct {
 }
 
 type fileDevice struct {
-	Name      string   `toml:"name"`
-	Kind      string   `toml:"kind"`
-	Netns     string   `toml:"netns"`
-	MTU       *int     `toml:"mtu"`
-	Addresses []string `toml:"addresses"`
-	Queues    int      `toml:"queues"`
-	Offload   *bool    `toml:"offload"`
-	FD        *int     `toml:"fd"`
+	Name            string   `toml:"name"`
+	Kind            string   `toml:"kind"`
+	Netns           string   `toml:"netns"`
+	MTU             *int     `toml:"mtu"`
+	Addresses       []string `toml:"addresses"`
+	Routes          []string `toml:"routes"`
+	RouterAddresses []string `toml:"router_addresses"`
+	Queues          int      `toml:"queues"`
+	Offload         *bool    `toml:"offload"`
+	FD              *int     `toml:"fd"`
 }
 
 type fileRoute struct {
@@ -479,6 +493,7 @@ func (c *collector) devices(ds []fileDevice, cfg *Config) {
 		path string
 	}
 	var conns []conn
+	var routerAddrs []netip.Addr
 	for i, fd := range ds {
 		path := pathIndex("device", i)
 		d := Device{Name: fd.Name, Kind: fd.Kind, Netns: fd.Netns, MTU: DefaultMTU, Queues: fd.Queues, Offload: true}
@@ -548,6 +563,42 @@ func (c *collector) devices(ds []fileDevice, cfg *Config) {
 			}
 			conns = append(conns, conn{p, fd.Name, ap})
 			d.Addresses = append(d.Addresses, p)
+		}
+		for j, r := range fd.Routes {
+			rp := pathIndex(pathJoin(path, "routes"), j)
+			p, err := netip.ParsePrefix(r)
+			if err != nil {
+				c.errorf(rp, "invalid route %q: want a prefix like 0.0.0.0/0 or 10.2.0.0/16", r)
+				continue
+			}
+			if p.Masked() != p {
+				c.errorf(rp, "route %s has host bits set (did you mean %s?)", p, p.Masked())
+				continue
+			}
+			if p.Addr().Is6() {
+				hasV6 = true
+			}
+			d.NSRoutes = append(d.NSRoutes, p)
+		}
+		for j, r := range fd.RouterAddresses {
+			rp := pathIndex(pathJoin(path, "router_addresses"), j)
+			a, err := netip.ParseAddr(r)
+			if err != nil || a.Zone() != "" {
+				c.errorf(rp, "invalid router address %q: want an address without prefix length, like 10.1.0.1", r)
+				continue
+			}
+			for _, p := range d.Addresses {
+				if p.Addr() == a {
+					c.errorf(rp, "router address %s is also one of the device's host-side addresses: the host's kernel would answer for it", a)
+				}
+			}
+			for _, o := range routerAddrs {
+				if o == a {
+					c.errorf(rp, "router address %s is given twice", a)
+				}
+			}
+			routerAddrs = append(routerAddrs, a)
+			d.RouterAddrs = append(d.RouterAddrs, a)
 		}
 		if fd.MTU != nil {
 			d.MTU = *fd.MTU

@@ -71,6 +71,7 @@ const (
 	DropTTL                  // TTL/hop limit exhausted
 	DropTooBig               // larger than the output MTU and not fragmentable
 	DropLocal                // addressed to the router, not answered
+	DropScope                // not forwardable: multicast, broadcast, link-local, loopback
 	DropQueueFull            // a worker's queue was full (counted by readers)
 	DropWrite                // the device write failed
 	NumDropReasons
@@ -78,7 +79,7 @@ const (
 
 var dropNames = [NumDropReasons]string{
 	"", "ip header", "conntrack table full", "rule", "policy", "helper", "no route",
-	"ttl exceeded", "too big", "local", "queue full", "write error",
+	"ttl exceeded", "too big", "local", "scope", "queue full", "write error",
 }
 
 func (d DropReason) String() string {
@@ -377,6 +378,14 @@ func (w *worker) handle(b *batch, i int, rs *filter.Ruleset) {
 	if local {
 		chain = filter.Input
 	} else {
+		if !forwardable(p) {
+			// Link-scoped and multicast traffic (neighbour and router
+			// discovery, MLD, broadcasts) stays on its link: a router
+			// without multicast routing never forwards it.
+			w.table.Discard(&r)
+			w.drop(DropScope, p, tr, r)
+			return
+		}
 		out = w.p.routes.Lookup(p.Family, &p.Key.Dst)
 		if out < 0 {
 			w.table.Discard(&r)
@@ -449,6 +458,37 @@ func (w *worker) handle(b *batch, i int, rs *filter.Ruleset) {
 		w.trace.Out = out
 		w.traceDone(p, r, "accept")
 	}
+}
+
+// forwardable reports whether a packet may be routed: not to or from a
+// multicast, broadcast, loopback, unspecified or (IPv6) link-local address.
+func forwardable(p *packet.Parsed) bool {
+	s, d := &p.Key.Src, &p.Key.Dst
+	if p.Family == 4 {
+		switch {
+		case d[0] >= 224, d[0] == 127, d[0] == 0, s[0] >= 224, s[0] == 127:
+			return false
+		}
+		return true
+	}
+	switch {
+	case d[0] == 0xff, s[0] == 0xff: // multicast
+		return false
+	case d[0] == 0xfe && d[1]&0xc0 == 0x80, s[0] == 0xfe && s[1]&0xc0 == 0x80: // link-local
+		return false
+	case isZeroOrLoopback6(d):
+		return false
+	}
+	return true
+}
+
+func isZeroOrLoopback6(a *[16]byte) bool {
+	for _, b := range a[:15] {
+		if b != 0 {
+			return false
+		}
+	}
+	return a[15] <= 1
 }
 
 func (w *worker) isLocal(p *packet.Parsed) bool {
@@ -628,6 +668,12 @@ func (w *worker) deliverLocal(b *batch, i int, p *packet.Parsed, tr Tracer, r co
 		w.drop(DropLocal, p, tr, r)
 		return
 	}
+	// The reply belongs to the request's connection, as the kernel's
+	// output path would record it (it then shows as replied).
+	var rp packet.Parsed
+	rp.Decode(reply[bufOffset:])
+	rr := w.table.Track(&rp, conntrack.TrackArgs{Now: b.now, ChecksumVerified: true})
+	w.table.Commit(&rr, &rp, b.now)
 	w.emit(b.port, reply)
 	if tr != nil {
 		w.traceDone(p, r, "local: echo reply")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/tunrouter/router/config"
 	"github.com/tunrouter/router/daemon"
 	"github.com/tunrouter/router/tundev"
 )
@@ -90,15 +91,9 @@ func cmdCheck(args []string) int {
 		fmt.Fprintln(os.Stderr, "router check: --config FILE is required")
 		return 2
 	}
-	_, warns, err := loadSettings(*cfgPath)
-	for _, w := range warns {
-		fmt.Fprintln(os.Stderr, "warning:", w)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+	if !config.Check(os.Stdout, *cfgPath) {
 		return 1
 	}
-	fmt.Printf("%s: OK\n", *cfgPath)
 	return 0
 }
 
