@@ -68,6 +68,7 @@ type reader struct {
 	free  chan *batch
 	big   [][]byte // spare big buffers for reassembled datagrams
 	defr  *defrag.Table
+	wait  *time.Timer
 	// lastReap is when expired incomplete datagrams were last removed.
 	lastReap int64
 	stats    readerStats
@@ -76,6 +77,7 @@ type reader struct {
 type readerStats struct {
 	reads, packets, bytes atomic.Uint64
 	queueFull             atomic.Uint64 // packets dropped: worker queue full
+	queueWaits            atomic.Uint64 // batches that waited for a full worker queue
 	readErrors            atomic.Uint64
 	fragHeld              atomic.Uint64
 }
@@ -195,7 +197,24 @@ func (r *reader) dispatch(b *batch, n int) {
 		w := p.workers[bits.TrailingZeros64(m)]
 		select {
 		case w.in <- b:
+			continue
 		default:
+		}
+		// The worker is behind: absorb a burst by waiting a little
+		// (the kernel queues meanwhile), and drop only when it stays
+		// full.
+		if r.wait == nil {
+			r.wait = time.NewTimer(queueWait)
+		} else {
+			r.wait.Reset(queueWait)
+		}
+		select {
+		case w.in <- b:
+			if !r.wait.Stop() {
+				<-r.wait.C
+			}
+			r.stats.queueWaits.Add(1)
+		case <-r.wait.C:
 			dropped := 0
 			for i := 0; i < n; i++ {
 				if b.owner[i] == uint8(w.id) {
@@ -207,6 +226,10 @@ func (r *reader) dispatch(b *batch, n int) {
 		}
 	}
 }
+
+// queueWait is how long a reader waits for a full worker queue before it
+// drops the batch's packets for that worker.
+const queueWait = 2 * time.Millisecond
 
 // reassemble hands a fragment to the defragmenter; ok is true when it
 // completed a datagram, which is returned with the size of its largest

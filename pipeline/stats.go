@@ -20,6 +20,7 @@ type ReaderStats struct {
 	Packets     uint64
 	Bytes       uint64
 	QueueFull   uint64 // packets dropped because their worker's queue was full
+	QueueWaits  uint64 // batches that had to wait for their worker's queue
 	ReadErrors  uint64
 	FragHeld    uint64 // fragments held for reassembly
 	Defrag      DefragStats
@@ -56,7 +57,7 @@ func (p *Pipeline) Stats() Stats {
 		s.Readers = append(s.Readers, ReaderStats{
 			Port: r.port, Queue: r.queue,
 			Reads: r.stats.reads.Load(), Packets: r.stats.packets.Load(), Bytes: r.stats.bytes.Load(),
-			QueueFull: r.stats.queueFull.Load(), ReadErrors: r.stats.readErrors.Load(),
+			QueueFull: r.stats.queueFull.Load(), QueueWaits: r.stats.queueWaits.Load(), ReadErrors: r.stats.readErrors.Load(),
 			FragHeld: r.stats.fragHeld.Load(),
 		})
 	}
