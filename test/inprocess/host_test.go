@@ -65,6 +65,16 @@ func (h *host) addr(family int) netip.Addr {
 //     send the stack made is ordered before the channel is closed.
 //   - Its BatchSize is 1; hostDev returns up to batch packets per Read, so
 //     the pipeline's batch paths run.
+//   - Nothing would hold packets back when the workers fall behind (they
+//     do under the race detector): the readers would drop them (worker
+//     queue full), and netstack's TCP sender sometimes stalls for many
+//     seconds after such losses (gVisor issue 6113: RACK with a tiny RTT).
+//     hostDev takes a credit from gate for every packet it hands to the
+//     pipeline and the tracer returns it when a worker has handled the
+//     packet, so at most cap(gate) packets are inside the pipeline (fewer
+//     than a worker queue holds batches): the pump's deep queue, not the
+//     pipeline, absorbs the bursts. The tests check forwarding; the
+//     pipeline's own tests cover its queue-full drops.
 type hostDev struct {
 	tun   tun.Device
 	mtu   int
@@ -72,6 +82,9 @@ type hostDev struct {
 
 	ready chan []byte // packets the stack sent, for Read
 	free  chan []byte // spare pump buffers
+	// gate holds the credits for packets inside the pipeline, shared by
+	// the devices of a rig (nil: no limit).
+	gate chan struct{}
 
 	intrMu sync.Mutex
 	intr   chan struct{} // closed by InterruptRead
@@ -97,7 +110,7 @@ func newHostDev(dev tun.Device, mtu, batch int) *hostDev {
 		tun:      dev,
 		mtu:      mtu,
 		batch:    batch,
-		ready:    make(chan []byte, 1024),
+		ready:    make(chan []byte, 4096),
 		free:     make(chan []byte, 1024),
 		intr:     make(chan struct{}),
 		pumpDone: make(chan struct{}),
@@ -147,15 +160,23 @@ func (d *hostDev) recycle(b []byte) {
 }
 
 // Read returns up to batch packets the stack sent; it blocks until there
-// is one or InterruptRead is called.
+// is one (and a credit for it) or InterruptRead is called.
 func (d *hostDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	d.intrMu.Lock()
 	intr := d.intr
 	d.intrMu.Unlock()
+	if d.gate != nil {
+		select {
+		case <-d.gate:
+		case <-intr:
+			return 0, os.ErrDeadlineExceeded
+		}
+	}
 	var pkt []byte
 	select {
 	case pkt = <-d.ready:
 	case <-intr:
+		d.credit()
 		return 0, os.ErrDeadlineExceeded
 	}
 	n := 0
@@ -163,14 +184,39 @@ func (d *hostDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		sizes[n] = copy(bufs[n][offset:], pkt)
 		d.recycle(pkt)
 		n++
-		if n == len(bufs) || n == d.batch {
+		if n == len(bufs) || n == d.batch || !d.takeCredit() {
 			return n, nil
 		}
 		select {
 		case pkt = <-d.ready:
 		default:
+			d.credit()
 			return n, nil
 		}
+	}
+}
+
+// takeCredit takes a credit if one is free.
+func (d *hostDev) takeCredit() bool {
+	if d.gate == nil {
+		return true
+	}
+	select {
+	case <-d.gate:
+		return true
+	default:
+		return false
+	}
+}
+
+// credit returns a credit.
+func (d *hostDev) credit() {
+	if d.gate == nil {
+		return
+	}
+	select {
+	case d.gate <- struct{}{}:
+	default:
 	}
 }
 

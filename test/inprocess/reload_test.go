@@ -83,5 +83,5 @@ func TestReloadDuringDownload(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatal("downloaded bytes differ from the served ones")
 	}
-	checkTCPFlow(t, r.trace, local, srv, size)
+	checkTCPFlow(t, r, local, srv, size)
 }

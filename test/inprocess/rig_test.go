@@ -53,6 +53,8 @@ type rig struct {
 	p       *pipeline.Pipeline
 	trace   *tracer
 	ftp     *ftp.Helper
+
+	ftpServers map[int]*ftpServer // by family, for tests that share them
 }
 
 // newRig builds and starts the rig; the test's cleanup quiesces the hosts,
@@ -99,7 +101,10 @@ func newRig(t *testing.T, workers int, rules rulesFunc) *rig {
 		Tracer:   r.trace,
 		ICMPRate: 1e6,
 		Seed:     0x5eed,
+		// Room for every packet the gate lets in (see hostDev).
+		QueueDepth: gateCredits,
 	}
+	r.resetGate()
 	r.p, err = pipeline.New(r.cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -109,6 +114,22 @@ func newRig(t *testing.T, workers int, rules rulesFunc) *rig {
 	return r
 }
 
+// gateCredits is how many packets may be inside the pipeline at once (see
+// hostDev).
+const gateCredits = 64
+
+// resetGate gives the devices a full set of credits (a closed pipeline
+// keeps the ones of the packets it read but did not handle).
+func (r *rig) resetGate() {
+	gate := make(chan struct{}, gateCredits)
+	for range gateCredits {
+		gate <- struct{}{}
+	}
+	r.client.dev.gate = gate
+	r.server.dev.gate = gate
+	r.trace.gate = gate
+}
+
 // restart replaces a closed pipeline with a new one over the same hosts
 // (fresh connection tracking), with the given rules.
 func (r *rig) restart(rules rulesFunc) {
@@ -116,6 +137,7 @@ func (r *rig) restart(rules rulesFunc) {
 	r.p.Close()
 	r.client.dev.resume()
 	r.server.dev.resume()
+	r.resetGate()
 	cfg := r.cfg
 	cfg.Rules = rules(r.t, r.workers)
 	p, err := pipeline.New(cfg)
@@ -182,20 +204,24 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 // out (the tracer must not keep the packet).
 type rec struct {
 	pipeline.TraceRecord
-	Key     packet.FlowKey
-	Flags   packet.TCPFlags
-	Payload int
+	Key      packet.FlowKey
+	Flags    packet.TCPFlags
+	Seq, Ack uint32
+	Payload  int
 }
 
 func (x rec) String() string {
-	return fmt.Sprintf("w%d in=%d out=%d %v flags=%v len=%d ct=%v status=%v chain=%v rule=%d verdict=%q why=%q",
-		x.Worker, x.In, x.Out, x.Key, x.Flags, x.Payload, x.Ct, x.Status, x.Chain, x.Rule, x.Verdict, x.Why)
+	return fmt.Sprintf("t=%.3fs w%d in=%d out=%d %v flags=%v seq=%d ack=%d len=%d ct=%v status=%v chain=%v rule=%d verdict=%q why=%q",
+		float64(x.Time)/1e9, x.Worker, x.In, x.Out, x.Key, x.Flags, x.Seq, x.Ack, x.Payload, x.Ct, x.Status, x.Chain, x.Rule, x.Verdict, x.Why)
 }
 
-// tracer keeps every trace record.
+// tracer keeps every trace record. It also returns the device credit of
+// each packet a worker handled (see hostDev): the pipeline traces every
+// packet it takes from a device exactly once.
 type tracer struct {
 	mu   sync.Mutex
 	recs []rec
+	gate chan struct{}
 }
 
 func (tr *tracer) Trace(w int, r *pipeline.TraceRecord) {
@@ -205,12 +231,17 @@ func (tr *tracer) Trace(w int, r *pipeline.TraceRecord) {
 		x.Key = p.Key
 		if p.Proto == packet.TCP {
 			x.Flags = p.TCPFlags
+			x.Seq, x.Ack = p.Seq, p.Ack
 		}
 		x.Payload = p.PayloadLen()
 	}
 	tr.mu.Lock()
 	tr.recs = append(tr.recs, x)
 	tr.mu.Unlock()
+	select {
+	case tr.gate <- struct{}{}:
+	default:
+	}
 }
 
 // matching returns the records for which keep is true, in trace order

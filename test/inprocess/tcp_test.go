@@ -134,11 +134,15 @@ func urlFor(ap netip.AddrPort, path string) string {
 
 // checkTCPFlow asserts that every packet of the connection between the
 // client's c and the server's s crossed the router: the SYN as NEW from
-// the LAN, nothing INVALID, nothing dropped; and that the packets from the
-// WAN carried at least wantDown payload bytes.
-func checkTCPFlow(t *testing.T, tr *tracer, c, s netip.AddrPort, wantDown int) {
+// the LAN, nothing INVALID, nothing dropped (not even for a full worker
+// queue); and that the packets from the WAN carried at least wantDown
+// payload bytes.
+func checkTCPFlow(t *testing.T, r *rig, c, s netip.AddrPort, wantDown int) {
 	t.Helper()
-	recs := tr.flow(packet.TCP, c, s)
+	if n := r.drops(pipeline.DropQueueFull); n != 0 {
+		t.Fatalf("the pipeline dropped %d packets for full worker queues", n)
+	}
+	recs := r.trace.flow(packet.TCP, c, s)
 	if len(recs) == 0 {
 		t.Fatalf("no trace records for %v -> %v", c, s)
 	}
@@ -180,9 +184,7 @@ func TestHTTPDownload(t *testing.T) {
 				t.Fatalf("downloaded %d bytes that differ from the %d served", len(body), len(want))
 			}
 			t.Logf("%d bytes in %v (%.1f MB/s)", size, el, float64(size)/el.Seconds()/1e6)
-			st := r.stats()
-			t.Logf("router queue-full drops so far: %d (TCP recovers from them)", st.Drops()[pipeline.DropQueueFull])
-			checkTCPFlow(t, r.trace, local, srv, size)
+			checkTCPFlow(t, r, local, srv, size)
 		})
 	}
 }
