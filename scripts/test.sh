@@ -22,9 +22,9 @@
 # SKIP_INSTALL=1 (do not apt-get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-GO=${GO:-go}
+GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 TEST_TIMEOUT=${TEST_TIMEOUT:-30m}
-command -v "$GO" >/dev/null || { echo "test.sh: Go is not installed (https://go.dev/dl/, 1.26 or newer)" >&2; exit 1; }
+[ -x "$GO" ] || command -v "$GO" >/dev/null || { echo "test.sh: Go is not installed (https://go.dev/dl/, 1.26 or newer)" >&2; exit 1; }
 
 if [ "$(id -u)" = 0 ]; then
 	export REQUIRE_E2E=${REQUIRE_E2E:-1}

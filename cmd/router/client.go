@@ -15,11 +15,12 @@ import (
 	"sort"
 	"text/tabwriter"
 
+	"github.com/tunrouter/router/config"
 	"github.com/tunrouter/router/control"
 )
 
 // defaultSocket is where the example configuration puts the control socket.
-const defaultSocket = "/run/router/control.sock"
+const defaultSocket = config.DefaultControlSocket
 
 // client talks HTTP to the control socket.
 type client struct {
