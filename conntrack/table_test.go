@@ -140,7 +140,7 @@ func (h *tbHarness) listed() int {
 }
 
 // bucket returns the hash bucket of k.
-func (h *tbHarness) bucket(k packet.FlowKey) uint32 { return uint32(k.Hash(h.tab.seed)) & h.tab.mask }
+func (h *tbHarness) bucket(k packet.FlowKey) uint32 { return h.tab.bucketOf(&k) }
 
 // wantRes fails unless r has ctinfo want (and, when want is Invalid, the
 // given reason).
@@ -298,7 +298,7 @@ func checkTableInvariants(t testing.TB, tab *Table, now int64) {
 				t.Fatalf("bucket %d: slot %d chained but not linked", b, i)
 			}
 			k := tab.tuple(c, d)
-			if hb := uint32(k.Hash(tab.seed)) & tab.mask; hb != uint32(b) {
+			if hb := tab.bucketOf(&k); hb != uint32(b) {
 				t.Fatalf("slot %d dir %v in bucket %d, hashes to %d", i, d, b, hb)
 			}
 			seen[ref]++
@@ -468,9 +468,8 @@ func TestTableIDNeverZero(t *testing.T) {
 }
 
 // earlyDropSetup finds flows for the early-drop tests in a table of 64
-// buckets: the new flow (its bucket b), victims whose original tuple
-// hashes to b+3 and whose reply tuple is outside b..b+7, and far flows
-// whose tuples are both outside that range.
+// buckets: the new flow (its bucket b), victims whose tuples hash to b+3,
+// and far flows whose tuples are both outside b..b+7.
 type earlyDropSetup struct {
 	newFlow        [2]string
 	victims, fars  [][2]string
@@ -489,7 +488,7 @@ func findEarlyDropFlows(h *tbHarness, nVictims, nFar int) earlyDropSetup {
 		k := udpKey(f[0], f[1])
 		ob, rb := h.bucket(k), h.bucket(k.Reverse())
 		switch {
-		case ob == (b+3)&h.tab.mask && !inRange(rb) && len(s.victims) < nVictims:
+		case ob == (b+3)&h.tab.mask && len(s.victims) < nVictims:
 			s.victims = append(s.victims, f)
 		case !inRange(ob) && !inRange(rb) && len(s.fars) < nFar:
 			s.fars = append(s.fars, f)
@@ -795,6 +794,49 @@ func TestTableReapOrphanTentative(t *testing.T) {
 	}
 	if ev := h.ev.take(); len(ev) != 0 {
 		t.Fatalf("events for an entry never confirmed: %v", ev)
+	}
+}
+
+// Both tuples of an entry (without NAT) hash to the same bucket, for every
+// protocol; different flows spread over the buckets.
+func TestTableBucketSymmetric(t *testing.T) {
+	h := newTB(t, nil)
+	keys := []packet.FlowKey{
+		udpKey(tbCli4+":5000", tbSrv4+":53"),
+		packettest.Key(packet.TCP, "["+tbCli6+"]:40000", "["+tbSrv6+"]:80"),
+		packettest.ICMPKey(tbCli4, tbSrv4, 8, 0, 77),
+		packettest.ICMPKey(tbCli6, tbSrv6, 128, 0, 77),
+		packettest.Key(packet.GRE, tbCli4, tbSrv4),
+		udpKey(tbCli4+":53", tbCli4+":53"),
+	}
+	for _, k := range keys {
+		inv, ok := k.Invert()
+		if !ok {
+			t.Fatalf("%v not invertible", k)
+		}
+		if h.bucket(k) != h.bucket(inv) {
+			t.Fatalf("%v and its inverse in buckets %d and %d", k, h.bucket(k), h.bucket(inv))
+		}
+	}
+	used := map[uint32]bool{}
+	for port := 0; port < 512; port++ {
+		used[h.bucket(udpKey(fmt.Sprintf("%s:%d", tbCli4, 1000+port), tbSrv4+":53"))] = true
+	}
+	// 512 flows over 2048 buckets: expect about 450 distinct buckets.
+	if len(used) < 400 {
+		t.Fatalf("512 flows use only %d of %d buckets", len(used), len(h.tab.buckets))
+	}
+	// Another seed gives another layout.
+	h2 := newTB(t, func(_ *Config, o *TableOptions) { o.Seed = 12345 })
+	same := 0
+	for port := 0; port < 64; port++ {
+		k := udpKey(fmt.Sprintf("%s:%d", tbCli4, 1000+port), tbSrv4+":53")
+		if h.bucket(k) == h2.bucket(k) {
+			same++
+		}
+	}
+	if same > 8 {
+		t.Fatalf("%d of 64 flows in the same bucket under two seeds", same)
 	}
 }
 

@@ -489,7 +489,7 @@ func (t *Table) Discard(r *Result) {
 // buckets from the new tuple's, delete expired entries and, in the first
 // bucket that has any, every confirmed entry that is not assured.
 func (t *Table) earlyDrop(k *packet.FlowKey, now int64) bool {
-	b := uint32(k.Hash(t.seed)) & t.mask
+	b := t.bucketOf(k)
 	for n := uint32(0); n < 8; n++ {
 		dropped := false
 		bucket := (b + n) & t.mask
