@@ -3,7 +3,6 @@ package pipeline
 import (
 	"github.com/tunrouter/router/defrag"
 	"net/netip"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -13,80 +12,28 @@ import (
 	"github.com/tunrouter/router/helpers/ftp"
 	"github.com/tunrouter/router/packet"
 	pt "github.com/tunrouter/router/packet/packettest"
+	"github.com/tunrouter/router/pipeline/pipelinetest"
 )
 
-// memDev is an in-memory Device: the test pushes packets with send and
-// reads what the pipeline wrote with recv.
-type memDev struct {
-	in    chan []byte
-	out   chan []byte
-	stop  chan struct{}
-	once  sync.Once
-	batch int
-}
+// memDev wraps the shared in-memory device with test assertions.
+type memDev struct{ *pipelinetest.MemDev }
 
-func newMemDev(batch int) *memDev {
-	return &memDev{in: make(chan []byte, 1024), out: make(chan []byte, 4096), stop: make(chan struct{}), batch: batch}
-}
+func newMemDev(batch int) *memDev { return &memDev{pipelinetest.NewMemDev(batch)} }
 
-func (d *memDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	var pkt []byte
-	select {
-	case pkt = <-d.in:
-	case <-d.stop:
-		return 0, os.ErrClosed
-	}
-	n := 0
-	for {
-		sizes[n] = copy(bufs[n][offset:], pkt)
-		n++
-		if n == len(bufs) || n == d.batch {
-			return n, nil
-		}
-		select {
-		case pkt = <-d.in:
-		default:
-			return n, nil
-		}
-	}
-}
-
-func (d *memDev) Write(bufs [][]byte, offset int) (int, error) {
-	for _, b := range bufs {
-		c := append([]byte(nil), b[offset:]...)
-		d.out <- c
-	}
-	return len(bufs), nil
-}
-
-func (d *memDev) BatchSize() int       { return d.batch }
-func (d *memDev) InterruptRead() error { d.once.Do(func() { close(d.stop) }); return nil }
-
-func (d *memDev) send(pkt []byte) { d.in <- pkt }
+func (d *memDev) send(pkt []byte) { d.Send(pkt) }
 
 // recv returns the next packet written to the device, or nil after a
 // short wait.
 func (d *memDev) recv(t *testing.T) *packet.Parsed {
 	t.Helper()
-	select {
-	case b := <-d.out:
-		var p packet.Parsed
-		p.Decode(b)
-		return &p
-	case <-time.After(2 * time.Second):
-		return nil
-	}
+	return d.Recv(2 * time.Second)
 }
 
 // none asserts that nothing is written to the device for a while.
 func (d *memDev) none(t *testing.T, why string) {
 	t.Helper()
-	select {
-	case b := <-d.out:
-		var p packet.Parsed
-		p.Decode(b)
+	if p := d.Recv(150 * time.Millisecond); p != nil {
 		t.Fatalf("%s: unexpected packet %v flags=%v", why, p.Key, p.TCPFlags)
-	case <-time.After(150 * time.Millisecond):
 	}
 }
 
@@ -425,12 +372,12 @@ func TestCloseDrains(t *testing.T) {
 	// Wait until the readers took everything, then close: every packet
 	// must have been written.
 	deadline := time.Now().Add(2 * time.Second)
-	for len(n.lan.in) > 0 && time.Now().Before(deadline) {
+	for len(n.lan.In) > 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	n.p.Close()
 	// Every packet was either written or counted as a queue drop.
-	written := len(n.wan.out)
+	written := len(n.wan.Out)
 	st := n.p.Stats()
 	drops := st.Drops()[DropQueueFull]
 	if written+int(drops) != 200 {
