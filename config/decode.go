@@ -120,8 +120,13 @@ func (d *decoder) decodeValue(path string, v any, rv reflect.Value) {
 	switch rv.Kind() {
 	case reflect.Pointer:
 		nv := reflect.New(rv.Type().Elem())
+		n := len(d.c.errs)
 		d.decodeValue(path, v, nv.Elem())
-		rv.Set(nv)
+		if len(d.c.errs) == n {
+			// Only a value that decoded counts as set: a wrong type is
+			// reported once, not again as an out-of-range zero.
+			rv.Set(nv)
+		}
 	case reflect.Struct:
 		d.decodeStruct(path, v, rv)
 	case reflect.String:
