@@ -232,13 +232,13 @@ func (info *EntryInfo) Format(b []byte) []byte {
 		b = append(b, info.TCPState.String()...)
 		b = append(b, ' ')
 	}
-	b = appendTuple(b, &info.Orig)
+	b = info.Orig.AppendTuple(b)
 	b = appendCounters(b, info.Packets[Original], info.Bytes[Original])
 	if info.Status&StatusSeenReply == 0 {
 		b = append(b, " [UNREPLIED]"...)
 	}
 	b = append(b, ' ')
-	b = appendTuple(b, &info.Reply)
+	b = info.Reply.AppendTuple(b)
 	b = appendCounters(b, info.Packets[Reply], info.Bytes[Reply])
 	if info.Status&StatusAssured != 0 {
 		b = append(b, " [ASSURED]"...)
@@ -274,26 +274,4 @@ func appendCounters(b []byte, packets, bytes uint64) []byte {
 	b = strconv.AppendUint(b, packets, 10)
 	b = append(b, " bytes="...)
 	return strconv.AppendUint(b, bytes, 10)
-}
-
-func appendTuple(b []byte, k *packet.FlowKey) []byte {
-	b = append(b, "src="...)
-	b = k.SrcAddr().AppendTo(b)
-	b = append(b, " dst="...)
-	b = k.DstAddr().AppendTo(b)
-	switch {
-	case k.Proto.IsICMP():
-		b = append(b, " type="...)
-		b = strconv.AppendUint(b, uint64(k.ICMPType()), 10)
-		b = append(b, " code="...)
-		b = strconv.AppendUint(b, uint64(k.ICMPCode()), 10)
-		b = append(b, " id="...)
-		b = strconv.AppendUint(b, uint64(k.ICMPID()), 10)
-	case k.HasPorts():
-		b = append(b, " sport="...)
-		b = strconv.AppendUint(b, uint64(k.SrcPort), 10)
-		b = append(b, " dport="...)
-		b = strconv.AppendUint(b, uint64(k.DstPort), 10)
-	}
-	return b
 }

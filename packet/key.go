@@ -160,13 +160,20 @@ func mix(a, b uint64) uint64 {
 	return hi ^ lo
 }
 
-// String formats the key as conntrack -L prints a tuple:
-// "tcp src=10.0.0.1 dst=10.0.0.2 sport=1234 dport=80", with
-// "type=8 code=0 id=7" for ICMP.
+// String formats the key as conntrack -L prints a tuple, after the
+// protocol name: "tcp src=10.0.0.1 dst=10.0.0.2 sport=1234 dport=80".
 func (k FlowKey) String() string {
 	b := make([]byte, 0, 96)
 	b = append(b, k.Proto.String()...)
-	b = append(b, " src="...)
+	b = append(b, ' ')
+	return string(k.AppendTuple(b))
+}
+
+// AppendTuple appends the tuple as conntrack -L prints it:
+// "src=10.0.0.1 dst=10.0.0.2 sport=1234 dport=80", with
+// "type=8 code=0 id=7" for ICMP and the addresses only for other protocols.
+func (k *FlowKey) AppendTuple(b []byte) []byte {
+	b = append(b, "src="...)
 	b = k.SrcAddr().AppendTo(b)
 	b = append(b, " dst="...)
 	b = k.DstAddr().AppendTo(b)
@@ -184,7 +191,7 @@ func (k FlowKey) String() string {
 		b = append(b, " dport="...)
 		b = strconv.AppendUint(b, uint64(k.DstPort), 10)
 	}
-	return string(b)
+	return b
 }
 
 // HasPorts reports whether the key's protocol carries ports.
