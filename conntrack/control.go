@@ -48,7 +48,8 @@ func (e EventType) String() string {
 }
 
 // EventSink receives connection events on the owning worker's goroutine.
-// It must not block and must not retain info.
+// It must not block, must not retain info (the table reuses it) and must
+// not call back into the table.
 type EventSink interface {
 	Event(t EventType, info *EntryInfo)
 }
