@@ -903,6 +903,16 @@ func TestTrackNoAllocs(t *testing.T) {
 			h.tab.Flush()
 			return out
 		}},
+		{"icmp errors", func(h *tbHarness) []pkt {
+			q := udp4(tbCli4+":5000", tbSrv4+":53")
+			h.pass(q)
+			e := *tbDecode(packettest.ICMP4Error(tbRtr4, tbCli4, 3, 4, q))
+			out := make([]pkt, runs+1)
+			for i := range out {
+				out[i].p = e
+			}
+			return out
+		}},
 		{"tcp with helper", func(h *tbHarness) []pkt {
 			x := newTBTCP(tbCli4+":40001", tbSrv4+":21", 100, 900)
 			h.passArgs(x.cl(packet.SYN, 0), TrackArgs{Helper: 1})
