@@ -245,6 +245,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	d.pipe.Start()
+	for i, dev := range d.devs {
+		go d.watch(i, dev)
+	}
 	d.log.Info("router running", "workers", d.pipe.Workers(), "devices", len(d.devs),
 		"control_socket", d.set.ControlSocket, "config", d.path)
 	sdnotify.SdNotify(false, sdnotify.SdNotifyReady)
@@ -267,6 +270,23 @@ func (d *Daemon) Run(ctx context.Context) error {
 				d.shutdown()
 				return nil
 			}
+		}
+	}
+}
+
+// watch logs a device's link events and follows its MTU.
+func (d *Daemon) watch(port int, dev *tundev.Device) {
+	for ev := range dev.Events() {
+		switch ev.Kind {
+		case tundev.EventMTU:
+			d.pipe.SetMTU(port, ev.MTU)
+			d.log.Info("device MTU changed", "device", dev.Name(), "mtu", ev.MTU)
+		case tundev.EventDown:
+			d.log.Warn("device is down", "device", dev.Name())
+		case tundev.EventUp:
+			d.log.Info("device is up", "device", dev.Name(), "mtu", ev.MTU)
+		case tundev.EventRemoved:
+			d.log.Error("device was removed: its packets are lost until the router restarts", "device", dev.Name())
 		}
 	}
 }

@@ -80,6 +80,7 @@ type Config struct {
 type Pipeline struct {
 	cfg     Config
 	ports   []Port
+	mtus    []atomic.Int32 // per port: the MTU in force (SetMTU may change it)
 	routes  *Routes
 	rules   atomic.Pointer[filter.Ruleset]
 	workers []*worker
@@ -174,6 +175,10 @@ func New(cfg Config) (*Pipeline, error) {
 	for _, a := range cfg.LocalAddrs {
 		p.local[a.Unmap()] = true
 	}
+	p.mtus = make([]atomic.Int32, len(cfg.Ports))
+	for i, port := range cfg.Ports {
+		p.mtus[i].Store(int32(port.MTU))
+	}
 	p.rules.Store(cfg.Rules)
 	perWorker := 0
 	if cfg.Conntrack.Max > 0 {
@@ -213,6 +218,18 @@ func (p *Pipeline) SetRules(rs *filter.Ruleset) { p.rules.Store(rs) }
 
 // Rules returns the rule set in use.
 func (p *Pipeline) Rules() *filter.Ruleset { return p.rules.Load() }
+
+// SetMTU changes a port's MTU (its device's MTU changed); packets routed
+// to the port from now on are fragmented or answered with
+// fragmentation-needed / packet-too-big accordingly.
+func (p *Pipeline) SetMTU(port, mtu int) {
+	if port >= 0 && port < len(p.mtus) && mtu > 0 {
+		p.mtus[port].Store(int32(mtu))
+	}
+}
+
+// mtu returns the MTU in force on a port.
+func (p *Pipeline) mtu(port int) int { return int(p.mtus[port].Load()) }
 
 // Expectations returns the shared expectation table.
 func (p *Pipeline) Expectations() *conntrack.Expectations { return p.expect }

@@ -426,3 +426,21 @@ func fragmentBytes(pkt []byte, size int, out *[][]byte) bool {
 		return b
 	})
 }
+
+func TestSetMTU(t *testing.T) {
+	n := newTestNet(t, 2)
+	pkt := pt.UDP(client+":5000", server+":9", pt.UDPOpts{Payload: make([]byte, 1100), DF: true})
+	n.lan.send(pkt)
+	if got := n.wan.recv(t); got == nil {
+		t.Fatal("1128-byte packet not forwarded at MTU 1400")
+	}
+	n.p.SetMTU(1, 1000)
+	n.lan.send(pkt)
+	got := n.lan.recv(t)
+	if got == nil || got.ICMPType != packet.ICMPDestUnreachable || got.ICMPCode != packet.ICMPFragNeeded {
+		t.Fatalf("after SetMTU: %+v", got)
+	}
+	if mtu := uint16(got.Buf()[got.L4Off+6])<<8 | uint16(got.Buf()[got.L4Off+7]); mtu != 1000 {
+		t.Fatalf("frag needed announces MTU %d, want 1000", mtu)
+	}
+}

@@ -399,7 +399,7 @@ func (w *worker) handle(b *batch, i int, rs *filter.Ruleset) {
 			w.drop(DropTTL, p, tr, r)
 			return
 		}
-		mtu := w.p.ports[out].MTU
+		mtu := w.p.mtu(out)
 		size := p.Length
 		if f := int(b.frag[i]); f != 0 {
 			size = f
@@ -440,7 +440,7 @@ func (w *worker) handle(b *batch, i int, rs *filter.Ruleset) {
 		return
 	}
 	packet.DecTTL(buf[bufOffset:])
-	mtu := w.p.ports[out].MTU
+	mtu := w.p.mtu(out)
 	limit := mtu
 	if f := int(b.frag[i]); f != 0 && f < limit {
 		limit = f
@@ -552,7 +552,7 @@ func (w *worker) icmpError(b *batch, i int, kind icmpKind) {
 	case tooBig:
 		out := w.p.routes.Lookup(p.Family, &p.Key.Dst)
 		if out >= 0 {
-			mtu = w.p.ports[out].MTU
+			mtu = w.p.mtu(out)
 		}
 		typ, code = packet.ICMPDestUnreachable, packet.ICMPFragNeeded
 		if v6 {
