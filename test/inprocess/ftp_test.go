@@ -179,6 +179,12 @@ func TestFTPUnannouncedRefused(t *testing.T) {
 // client host owns it: only the router stops the connection).
 func TestFTPBounce(t *testing.T) {
 	r := newRig(t, 2, strictRules)
+	// One server per family for all cases: port 21 cannot be bound again
+	// while a closed control connection on it lingers in TIME_WAIT.
+	servers := map[int]*ftpServer{
+		4: startFTPServer(t, r.server, netip.AddrPortFrom(r.server.addr(4), 21)),
+		6: startFTPServer(t, r.server, netip.AddrPortFrom(r.server.addr(6), 21)),
+	}
 	for _, tc := range []struct {
 		name  string
 		fam   int
@@ -190,7 +196,7 @@ func TestFTPBounce(t *testing.T) {
 		{"EPRT-ipv6", 6, modeEPRT, clientV6b},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := startFTPServer(t, r.server, netip.AddrPortFrom(r.server.addr(tc.fam), 21))
+			srv := servers[tc.fam]
 			fc, err := dialFTP(r.client, srv.addr)
 			if err != nil {
 				t.Fatal(err)
