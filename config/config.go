@@ -73,6 +73,7 @@ type Router struct {
 	TraceFile     string     // where the trace goes ("" = the log)
 	ControlSocket string     // "" disables the control socket
 	QueueDepth    int        // batches per worker queue; 0 = the pipeline's default
+	StateFile     string     // connections saved here on stop, restored on start ("" = none)
 }
 
 // NumWorkers resolves Workers: 0 means one per CPU.
@@ -168,6 +169,7 @@ type fileRouter struct {
 	TraceFile     string  `toml:"trace_file"`
 	ControlSocket *string `toml:"control_socket"`
 	QueueDepth    int     `toml:"queue_depth"`
+	StateFile     string  `toml:"state_file"`
 }
 
 type fileDevice struct {
@@ -473,6 +475,10 @@ func (c *collector) router(r *fileRouter, cfg *Config) {
 		c.errorf("router.log_format", "unknown log format %q (want text or json)", r.LogFormat)
 	}
 	out.QueueDepth = r.QueueDepth
+	out.StateFile = r.StateFile
+	if r.StateFile != "" && !strings.HasPrefix(r.StateFile, "/") {
+		c.errorf("router.state_file", "state file %q must be an absolute path", r.StateFile)
+	}
 	if r.QueueDepth < 0 || r.QueueDepth > 1024 {
 		c.errorf("router.queue_depth", "queue_depth %d out of range 0..1024 (0 = default)", r.QueueDepth)
 	}

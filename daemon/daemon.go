@@ -55,6 +55,10 @@ type Settings struct {
 	TraceFile string
 	// QueueDepth is the per-worker queue length in batches (0: default).
 	QueueDepth int
+	// StateFile, when set, is where the connections are saved on a
+	// graceful stop and restored from on start, so that established
+	// connections survive a restart.
+	StateFile string
 }
 
 // Device is one TUN device and the router's addresses on its link.
@@ -200,6 +204,16 @@ func (d *Daemon) build() error {
 	if err != nil {
 		return err
 	}
+	if s.StateFile != "" {
+		snaps, down, err := loadState(s.StateFile, s.Conntrack.Max)
+		if err != nil {
+			d.log.Warn("not restoring connections", "err", err)
+		}
+		if len(snaps) > 0 {
+			n, rerr := d.pipe.Restore(snaps)
+			d.log.Info("connections restored", "restored", n, "saved", len(snaps), "downtime", down.Round(time.Millisecond), "first_refusal", rerr)
+		}
+	}
 	if s.ControlSocket != "" {
 		d.ctl, err = control.Listen(s.ControlSocket, control.Backend{
 			Pipeline: d.pipe,
@@ -298,6 +312,13 @@ func (d *Daemon) shutdown() {
 		d.ctl = nil
 	}
 	d.pipe.Close()
+	if d.set.StateFile != "" {
+		if n, err := saveState(d.set.StateFile, d.pipe); err != nil {
+			d.log.Error("saving connections", "file", d.set.StateFile, "err", err)
+		} else {
+			d.log.Info("connections saved", "file", d.set.StateFile, "entries", n)
+		}
+	}
 	st := d.pipe.Stats()
 	drops := st.Drops()
 	d.log.Info("pipeline stopped", "entries", st.Conntrack.Entries, "packets", sumPackets(&st),

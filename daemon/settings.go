@@ -45,6 +45,7 @@ func FromConfig(c *config.Config) (*Settings, error) {
 		Rules:         c.Filter,
 		ControlSocket: c.Router.ControlSocket,
 		QueueDepth:    c.Router.QueueDepth,
+		StateFile:     c.Router.StateFile,
 		Defrag: defrag.Config{MaxBytes: c.Defrag.MaxBytes, MaxDatagrams: c.Defrag.MaxDatagrams,
 			Timeout: c.Defrag.Timeout, Timeout6: c.Defrag.Timeout6},
 	}

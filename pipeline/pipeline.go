@@ -95,6 +95,7 @@ type Pipeline struct {
 	readers  []*reader
 	started  bool
 	closed   atomic.Bool
+	stopped  atomic.Bool // the workers have ended
 	closeMu  sync.Mutex
 }
 
@@ -219,6 +220,46 @@ func (p *Pipeline) SetRules(rs *filter.Ruleset) { p.rules.Store(rs) }
 // Rules returns the rule set in use.
 func (p *Pipeline) Rules() *filter.Ruleset { return p.rules.Load() }
 
+// Export calls fn with a snapshot of every connection of every worker
+// (between batches, worker by worker).
+func (p *Pipeline) Export(fn func(s *conntrack.Snapshot) bool) {
+	stop := false
+	p.DoAll(func(_ int, t *conntrack.Table, now int64) {
+		if stop {
+			return
+		}
+		t.Export(now, func(s *conntrack.Snapshot) bool {
+			if !fn(s) {
+				stop = true
+			}
+			return !stop
+		})
+	})
+}
+
+// Restore inserts saved connections into the tables of the workers their
+// packets will be steered to. Call it before Start. It returns how many
+// were restored and the first error of those refused.
+func (p *Pipeline) Restore(snaps []conntrack.Snapshot) (int, error) {
+	n := 0
+	var first error
+	nw := uint64(len(p.workers))
+	for i := range snaps {
+		s := &snaps[i]
+		w := p.workers[s.Orig.SymHash(p.seed)%nw]
+		var err error
+		p.Do(w.id, func(t *conntrack.Table, now int64) { err = t.Restore(s, now) })
+		if err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		n++
+	}
+	return n, first
+}
+
 // SetMTU changes a port's MTU (its device's MTU changed); packets routed
 // to the port from now on are fragmented or answered with
 // fragmentation-needed / packet-too-big accordingly.
@@ -245,6 +286,12 @@ func (p *Pipeline) Now() int64 { return p.clock() }
 func (p *Pipeline) Do(w int, fn func(t *conntrack.Table, now int64)) bool {
 	if w < 0 || w >= len(p.workers) {
 		return false
+	}
+	if !p.started || p.stopped.Load() {
+		// No worker goroutine runs: the tables are the caller's.
+		wk := p.workers[w]
+		fn(wk.table, p.clock())
+		return true
 	}
 	return p.workers[w].do(fn)
 }
@@ -285,6 +332,7 @@ func (p *Pipeline) Close() {
 		close(w.quit)
 	}
 	p.workerWG.Wait()
+	p.stopped.Store(true)
 }
 
 // Stopping reports whether Close was called.

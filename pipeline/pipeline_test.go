@@ -444,3 +444,42 @@ func TestSetMTU(t *testing.T) {
 		t.Fatalf("frag needed announces MTU %d, want 1000", mtu)
 	}
 }
+
+// TestRestartKeepsConnections saves the connections of one pipeline and
+// restores them into a new one with other workers and another hash seed:
+// the established connection's next packet is ESTABLISHED there, even
+// though the new rules accept no new connection.
+func TestRestartKeepsConnections(t *testing.T) {
+	n := newTestNet(t, 2)
+	c, s := client+":42000", server+":22"
+	n.lan.send(pt.TCP4(c, s, pt.TCPOpts{Flags: packet.SYN, Seq: 1, Win: 65535}))
+	n.wan.recv(t)
+	n.wan.send(pt.TCP4(s, c, pt.TCPOpts{Flags: packet.SYN | packet.ACK, Seq: 1, Ack: 2, Win: 65535}))
+	n.lan.recv(t)
+	n.p.Close()
+	var saved []conntrack.Snapshot
+	n.p.Export(func(sn *conntrack.Snapshot) bool { saved = append(saved, *sn); return true })
+	if len(saved) != 1 {
+		t.Fatalf("exported %d connections", len(saved))
+	}
+
+	m := newTestNet(t, 3)
+	rs, _, err := filter.Compile(filter.Spec{Interfaces: []string{"lan", "wan"}, Workers: 3,
+		Chains: []filter.ChainSpec{{Chain: filter.Forward, Policy: "drop", Rules: []filter.RuleSpec{
+			{CtState: []string{"established"}, Action: "accept"},
+		}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.p.SetRules(rs)
+	if k, err := m.p.Restore(saved); k != 1 || err != nil {
+		t.Fatalf("restored %d: %v", k, err)
+	}
+	m.lan.send(pt.TCP4(c, s, pt.TCPOpts{Flags: packet.ACK, Seq: 2, Ack: 2, Win: 65535}))
+	if m.wan.recv(t) == nil {
+		t.Fatal("the restored connection's packet was dropped")
+	}
+	if tr := m.trace.last(); tr.Ct != conntrack.Established {
+		t.Fatalf("after restore: %v", tr.Ct)
+	}
+}

@@ -46,11 +46,7 @@ func (p *Pipeline) Stats() Stats {
 			s.Workers[i] = ws
 			s.PerTable[i] = t.Stats()
 		}
-		if !p.started || p.closed.Load() {
-			copyStats(w.table, p.clock())
-		} else {
-			w.do(copyStats)
-		}
+		p.Do(i, copyStats)
 		s.Conntrack.Add(&s.PerTable[i])
 	}
 	for _, r := range p.readers {
