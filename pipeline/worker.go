@@ -172,15 +172,31 @@ func (w *worker) housekeeping(now int64, idle bool) {
 		return
 	}
 	w.lastReap = now
-	budget := 256
+	// One Reap call examines at most reapBudget slots (well under a
+	// millisecond even in a table of a million entries); when idle, keep
+	// going while nothing waits, up to reapIdleRounds calls.
+	rounds := 1
 	if idle {
-		budget = 4096
+		rounds = reapIdleRounds
 	}
-	w.table.Reap(now, budget)
+	for i := 0; i < rounds; i++ {
+		if w.table.Reap(now, reapBudget) == 0 && i > 0 {
+			break
+		}
+		if len(w.in) > 0 {
+			break
+		}
+	}
 	if w.id == 0 {
-		w.p.expect.Reap(now, budget)
+		w.p.expect.Reap(now, reapBudget)
 	}
 }
+
+// Reaping work per call and per idle tick.
+const (
+	reapBudget     = 256
+	reapIdleRounds = 64
+)
 
 func (w *worker) process(b *batch) {
 	rs := w.p.rules.Load()
