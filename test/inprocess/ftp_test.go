@@ -185,6 +185,9 @@ func TestFTPBounce(t *testing.T) {
 		4: startFTPServer(t, r.server, netip.AddrPortFrom(r.server.addr(4), 21)),
 		6: startFTPServer(t, r.server, netip.AddrPortFrom(r.server.addr(6), 21)),
 	}
+	for _, s := range servers {
+		s.dialTimeout = 500 * time.Millisecond // the connections are meant to fail
+	}
 	for _, tc := range []struct {
 		name  string
 		fam   int

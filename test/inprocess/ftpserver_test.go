@@ -21,9 +21,11 @@ import (
 // server it connects to whatever address PORT or EPRT names, so that the
 // router, not the server, has to stop an FTP bounce.
 type ftpServer struct {
-	h           *host
-	ln          listener
-	addr        netip.AddrPort
+	h    *host
+	ln   listener
+	addr netip.AddrPort
+	// dialTimeout bounds opening a data connection (connecting in
+	// active mode, waiting for the client in passive mode).
 	dialTimeout time.Duration
 
 	mu    sync.Mutex
@@ -43,7 +45,7 @@ func startFTPServer(t testing.TB, h *host, addr netip.AddrPort) *ftpServer {
 		h:           h,
 		ln:          listenTCP(t, h, addr),
 		addr:        addr,
-		dialTimeout: 500 * time.Millisecond,
+		dialTimeout: 2 * time.Second,
 		files:       map[string][]byte{},
 		conns:       map[net.Conn]bool{},
 	}

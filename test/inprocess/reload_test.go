@@ -12,10 +12,10 @@ import (
 )
 
 // dialWorks reports whether a TCP connection from the client host to
-// addr opens within a short time (the policy drops SYNs silently, so a
+// addr opens within half a second (the policy drops SYNs silently, so a
 // refused one times out).
 func dialWorks(r *rig, addr netip.AddrPort) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	c, err := r.client.net.DialContextTCPAddrPort(ctx, addr)
 	if err != nil {

@@ -45,7 +45,7 @@ type rulesFunc func(t testing.TB, workers int) *filter.Ruleset
 
 // rig is a pipeline between a client host (lan) and a server host (wan).
 type rig struct {
-	t       *testing.T
+	t       testing.TB
 	workers int
 	client  *host
 	server  *host
@@ -60,7 +60,7 @@ type rig struct {
 // newRig builds and starts the rig; the test's cleanup quiesces the hosts,
 // closes the pipeline and the hosts. Cleanups the test registers later
 // (closing its sockets) run before that.
-func newRig(t *testing.T, workers int, rules rulesFunc) *rig {
+func newRig(t testing.TB, workers int, rules rulesFunc) *rig {
 	t.Helper()
 	if rules == nil {
 		rules = gatewayRules
