@@ -96,4 +96,3 @@ func BenchmarkUDPRoundTrip(b *testing.B) {
 	srv.Close()
 	<-done
 }
-
