@@ -71,10 +71,12 @@ func (h *host) addr(family int) netip.Addr {
 //     seconds after such losses (gVisor issue 6113: RACK with a tiny RTT).
 //     hostDev takes a credit from gate for every packet it hands to the
 //     pipeline and the tracer returns it when a worker has handled the
-//     packet, so at most cap(gate) packets are inside the pipeline (fewer
-//     than a worker queue holds batches): the pump's deep queue, not the
-//     pipeline, absorbs the bursts. The tests check forwarding; the
-//     pipeline's own tests cover its queue-full drops.
+//     packet, so at most cap(gate) packets are inside the pipeline, no
+//     more than a worker queue holds batches: no worker queue overflows,
+//     and the pump's deep queue absorbs the bursts instead. (A fragment
+//     the pipeline holds for reassembly keeps its credit; the tests send
+//     none.) The tests check forwarding; the pipeline's own tests cover
+//     its queue-full drops.
 type hostDev struct {
 	tun   tun.Device
 	mtu   int
@@ -98,7 +100,6 @@ type hostDev struct {
 	lastFrom  time.Time // when the last one came
 	overflow  uint64    // packets dropped because nobody read them
 
-	toStack atomic.Uint64 // packets the pipeline wrote to the stack
 	// sealed is set by a test when the pipeline must not write any more;
 	// writes after it are counted in late.
 	sealed atomic.Bool
@@ -221,18 +222,10 @@ func (d *hostDev) credit() {
 }
 
 // Write hands the packets to the stack (which copies them).
-var debugWrite func([]byte)
-
 func (d *hostDev) Write(bufs [][]byte, offset int) (int, error) {
-	if debugWrite != nil {
-		for _, b := range bufs {
-			debugWrite(b[offset:])
-		}
-	}
 	if d.sealed.Load() {
 		d.late.Add(uint64(len(bufs)))
 	}
-	d.toStack.Add(uint64(len(bufs)))
 	return d.tun.Write(bufs, offset)
 }
 
@@ -263,18 +256,17 @@ func (d *hostDev) resume() {
 	}
 }
 
-// activity returns how many packets the stack sent and when the last one
-// came.
-func (d *hostDev) activity() (n uint64, last time.Time) {
+// activity returns how many packets the stack sent, how many of them the
+// pump dropped because nobody read them, and when the last one came.
+func (d *hostDev) activity() (sent, dropped uint64, last time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.fromStack, d.lastFrom
+	return d.fromStack, d.overflow, d.lastFrom
 }
 
 // close closes the netstack device (and its stack) and waits for the pump
 // to stop. Call it when the stack has been quiet for a while (see
-// rig.quiesce): taking mu orders every send the pump has received before
-// the channel close inside tun.Close.
+// rig.quiesce), so that no send is under way.
 func (d *hostDev) close() {
 	// Taking mu acquires what the pump released after each packet it
 	// received: every send the stack made so far happens before the close

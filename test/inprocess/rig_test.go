@@ -155,8 +155,12 @@ func (r *rig) teardown() {
 		r.t.Logf("hosts still sending after 3s; closing anyway")
 	}
 	r.p.Close()
-	r.client.dev.close()
-	r.server.dev.close()
+	for _, h := range []*host{r.client, r.server} {
+		if sent, dropped, _ := h.dev.activity(); dropped > 0 {
+			r.t.Logf("%s host: %d of its %d packets found no reader (pipeline closed or behind)", h.name, dropped, sent)
+		}
+		h.dev.close()
+	}
 }
 
 // quiesce waits until neither host has sent a packet for quiet, at most
@@ -164,8 +168,8 @@ func (r *rig) teardown() {
 func (r *rig) quiesce(quiet, max time.Duration) bool {
 	deadline := time.Now().Add(max)
 	for {
-		_, l1 := r.client.dev.activity()
-		_, l2 := r.server.dev.activity()
+		_, _, l1 := r.client.dev.activity()
+		_, _, l2 := r.server.dev.activity()
 		if l2.After(l1) {
 			l1 = l2
 		}
@@ -303,10 +307,11 @@ func compile(t testing.TB, workers int, chains ...filter.ChainSpec) *filter.Rule
 	return rs
 }
 
-// gatewayRules is the product's gateway policy: replies and RELATED pass,
-// INVALID is dropped, the LAN may open anything towards the WAN, nothing
-// new comes in from the WAN (the forward policy drops it); the router
-// answers pings from the LAN.
+// gatewayRules is the gateway policy of config.example.toml: replies and
+// RELATED pass, INVALID is dropped, the LAN may open anything towards the
+// WAN, nothing new comes in from the WAN, the router answers pings from
+// the LAN. One difference: new connections from the WAN meet the forward
+// policy (a silent drop) where the example rejects them.
 func gatewayRules(t testing.TB, workers int) *filter.Ruleset {
 	return compile(t, workers, ftpHelperRule,
 		filter.ChainSpec{Chain: filter.Forward, Policy: "drop", Rules: []filter.RuleSpec{
