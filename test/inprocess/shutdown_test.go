@@ -53,7 +53,11 @@ func checkNoLeak(t *testing.T, base int) {
 // goroutine is left over.
 func TestShutdownWithTrafficInFlight(t *testing.T) {
 	base := len(ourGoroutines())
-	t.Cleanup(func() { checkNoLeak(t, base) }) // runs after every other cleanup
+	t.Cleanup(func() { // runs after every other cleanup
+		if !t.Failed() {
+			checkNoLeak(t, base)
+		}
+	})
 
 	r := newRig(t, 2, nil)
 	srvHTTP := netip.AddrPortFrom(r.server.addr(4), 80)
@@ -72,7 +76,17 @@ func TestShutdownWithTrafficInFlight(t *testing.T) {
 	var downloaded, sunk atomic.Int64
 	stop := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	var stopOnce sync.Once
+	stopTraffic := func() {
+		stopOnce.Do(func() {
+			close(stop)
+			cancel()
+			cli.Close()
+			sink.Close()
+		})
+		wg.Wait()
+	}
+	t.Cleanup(stopTraffic) // before the rig's teardown, also when the test fails
 	wg.Add(3)
 	go func() { // the download: 32 MB, far more than the test lets through
 		defer wg.Done()
@@ -91,7 +105,7 @@ func TestShutdownWithTrafficInFlight(t *testing.T) {
 			}
 		}
 	}()
-	go func() { // the UDP stream: bursts of 8 datagrams every millisecond
+	go func() { // the UDP stream: a datagram every millisecond
 		defer wg.Done()
 		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
@@ -102,9 +116,7 @@ func TestShutdownWithTrafficInFlight(t *testing.T) {
 				return
 			case <-tick.C:
 			}
-			for range 8 {
-				cli.Write(msg)
-			}
+			cli.Write(msg)
 		}
 	}()
 	go func() {
@@ -118,7 +130,7 @@ func TestShutdownWithTrafficInFlight(t *testing.T) {
 		}
 	}()
 	waitFor(t, 5*time.Second, "traffic in both directions", func() bool {
-		return downloaded.Load() > 512<<10 && sunk.Load() > 100
+		return downloaded.Load() > 256<<10 && sunk.Load() > 20
 	})
 
 	start := time.Now()
@@ -168,12 +180,8 @@ func TestShutdownWithTrafficInFlight(t *testing.T) {
 
 	// Stop the traffic, and let the hosts finish their conversations
 	// through a fresh pipeline, so that they can be closed quietly.
-	close(stop)
-	cancel()
-	cli.Close()
-	sink.Close()
 	r.client.dev.sealed.Store(false)
 	r.server.dev.sealed.Store(false)
 	r.restart(acceptAllRules)
-	wg.Wait()
+	stopTraffic()
 }
