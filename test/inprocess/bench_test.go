@@ -6,16 +6,29 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/tunrouter/router/pipeline"
 )
 
 // BenchmarkTCPStream measures one TCP stream from the server host to the
 // client host through the router (each op is 64 KiB). Both ends are
 // netstack, which costs more than the router: the number is an end-to-end
 // floor, not the pipeline's speed (see pipeline's benchmarks for that).
+//
+// The "default-queues" cases run without the harness's credit gate, with
+// the pipeline's default worker queue depth, and report the packets the
+// readers dropped for full worker queues (drops/MB).
 func BenchmarkTCPStream(b *testing.B) {
-	for _, workers := range []int{1, 4} {
-		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
-			r := newRig(b, workers, nil)
+	for _, tc := range []struct {
+		workers int
+		gated   bool
+	}{{1, true}, {4, true}, {1, false}, {4, false}} {
+		name := fmt.Sprintf("workers=%d", tc.workers)
+		if !tc.gated {
+			name += "/default-queues"
+		}
+		b.Run(name, func(b *testing.B) {
+			r := buildRig(b, tc.workers, nil, tc.gated)
 			srv := netip.AddrPortFrom(r.server.addr(4), 5001)
 			ln := listenTCP(b, r.server, srv)
 			done := make(chan struct{})
@@ -47,6 +60,9 @@ func BenchmarkTCPStream(b *testing.B) {
 				}
 			}
 			b.StopTimer()
+			if !tc.gated {
+				b.ReportMetric(float64(r.drops(pipeline.DropQueueFull))/(float64(b.N)*float64(len(buf))/1e6), "drops/MB")
+			}
 			c.Close()
 			ln.Close()
 			<-done

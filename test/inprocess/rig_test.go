@@ -62,6 +62,14 @@ type rig struct {
 // (closing its sockets) run before that.
 func newRig(t testing.TB, workers int, rules rulesFunc) *rig {
 	t.Helper()
+	return buildRig(t, workers, rules, true)
+}
+
+// buildRig is newRig; gated=false leaves out the credit gate and uses the
+// pipeline's default worker queue depth, as the product runs (see
+// hostDev for why the tests gate).
+func buildRig(t testing.TB, workers int, rules rulesFunc, gated bool) *rig {
+	t.Helper()
 	if rules == nil {
 		rules = gatewayRules
 	}
@@ -101,10 +109,12 @@ func newRig(t testing.TB, workers int, rules rulesFunc) *rig {
 		Tracer:   r.trace,
 		ICMPRate: 1e6,
 		Seed:     0x5eed,
-		// Room for every packet the gate lets in (see hostDev).
-		QueueDepth: gateCredits,
 	}
-	r.resetGate()
+	if gated {
+		// Room for every packet the gate lets in (see hostDev).
+		r.cfg.QueueDepth = gateCredits
+		r.resetGate()
+	}
 	r.p, err = pipeline.New(r.cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +147,9 @@ func (r *rig) restart(rules rulesFunc) {
 	r.p.Close()
 	r.client.dev.resume()
 	r.server.dev.resume()
-	r.resetGate()
+	if r.trace.gate != nil {
+		r.resetGate()
+	}
 	cfg := r.cfg
 	cfg.Rules = rules(r.t, r.workers)
 	p, err := pipeline.New(cfg)
