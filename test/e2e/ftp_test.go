@@ -42,13 +42,9 @@ func startVsftpd(t *testing.T, r *router, bin string) *ftpServer {
 	} else if _, err := os.Stat(u.HomeDir); err != nil {
 		tundevtest.SkipOrFail(t, "the home of vsftpd's anonymous user ftp is missing (%v): reinstall the vsftpd package, which creates it", err)
 	}
-	// Not t.TempDir: vsftpd serves the root as an unprivileged user, and
-	// the directories must be reachable (0755) all the way down.
-	dir, err := os.MkdirTemp("", "e2e-ftp-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	// vsftpd serves the root as an unprivileged user: the directories
+	// must be reachable (0755) all the way down.
+	dir := tempDir(t, "ftp")
 	root, empty := filepath.Join(dir, "root"), filepath.Join(dir, "empty")
 	for _, d := range []string{dir, root, empty} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

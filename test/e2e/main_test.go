@@ -3,20 +3,25 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/tunrouter/router/tundev/tundevtest"
 )
 
-// routerBin is the router binary built by TestMain ("" if the build
-// failed, which TestMain reports by exiting).
+// routerBin is the router binary built by TestMain (not built when the
+// tests cannot run: not root).
 var routerBin string
 
 func TestMain(m *testing.M) {
@@ -24,7 +29,17 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "e2e-bin-")
+	// Writing to a closed stdout (go test ... | head) must not kill the
+	// test binary before its cleanups ran: with SIGPIPE handled, the
+	// write fails instead.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	sweepStale()
+	if os.Geteuid() != 0 {
+		// Every test skips (or fails, with REQUIRE_E2E=1) at its
+		// privilege check: nothing to build for.
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", tempPrefix("bin"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
@@ -39,6 +54,66 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
+}
+
+// tempPrefix names this process's temporary directories ("e2e-KIND-PID-"),
+// so that sweepStale can tell the leftovers of a dead run.
+func tempPrefix(kind string) string {
+	return fmt.Sprintf("e2e-%s-%d-", kind, os.Getpid())
+}
+
+// tempDir creates a temporary directory with a short path (t.TempDir's
+// carry the test's name; a Unix socket path must fit in 108 bytes, and
+// vsftpd needs every directory on the way world-searchable) and removes it
+// when t ends.
+func tempDir(t *testing.T, kind string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", tempPrefix(kind))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+var (
+	staleNetns = regexp.MustCompile(`^e2e-[cs]-(\d+)-\d+$`)
+	staleTemp  = regexp.MustCompile(`^e2e-[a-z]+-(\d+)-\d+$`)
+)
+
+// sweepStale removes the namespaces and temporary directories of earlier
+// runs of this package whose process is gone (killed before its cleanups
+// ran: a -timeout panic, SIGKILL). Namespaces that still hold processes
+// are left alone.
+func sweepStale() {
+	dead := func(name string, re *regexp.Regexp) bool {
+		m := re.FindStringSubmatch(name)
+		if m == nil {
+			return false
+		}
+		pid, err := strconv.Atoi(m[1])
+		return err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH
+	}
+	if os.Geteuid() == 0 {
+		if ents, err := os.ReadDir("/run/netns"); err == nil {
+			for _, e := range ents {
+				if !dead(e.Name(), staleNetns) {
+					continue
+				}
+				if pids, err := exec.Command("ip", "netns", "pids", e.Name()).Output(); err != nil || len(bytes.TrimSpace(pids)) > 0 {
+					continue
+				}
+				exec.Command("ip", "netns", "del", e.Name()).Run()
+			}
+		}
+	}
+	if ents, err := os.ReadDir(os.TempDir()); err == nil {
+		for _, e := range ents {
+			if e.IsDir() && dead(e.Name(), staleTemp) {
+				os.RemoveAll(filepath.Join(os.TempDir(), e.Name()))
+			}
+		}
+	}
 }
 
 // goTool is the go command of the toolchain that built this test.

@@ -225,7 +225,6 @@ type router struct {
 	t              *testing.T
 	client, server netns
 	cfg            routerConfig
-	dir            string // configuration, control socket, trace
 	cfgPath        string
 	sock           string
 	trace          string
@@ -245,14 +244,7 @@ func startRouter(t *testing.T, cfg routerConfig) *router {
 	r := &router{t: t, cfg: cfg, done: make(chan struct{})}
 	r.client.name, r.client.path = tundevtest.NewNetns(t, "e2e-c")
 	r.server.name, r.server.path = tundevtest.NewNetns(t, "e2e-s")
-	// A short directory: a Unix socket path must fit 108 bytes, and
-	// t.TempDir's carry the test's name.
-	dir, err := os.MkdirTemp("", "e2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	r.dir = dir
+	dir := tempDir(t, "router") // configuration, control socket, trace
 	r.cfgPath = filepath.Join(dir, "router.toml")
 	r.sock = filepath.Join(dir, "ctl.sock")
 	r.trace = filepath.Join(dir, "trace.jsonl")
