@@ -16,14 +16,28 @@
 //	                                                        │ helper, confirm
 //	device queue ◀──Write (batched, GRO)────────────────────┘
 //
+// Run to completion: the reader that read a batch runs the batch's
+// workers itself, on its own goroutine, whenever it can take them (a
+// worker's mutex, tried without waiting, per batch) and has no earlier
+// batch still queued to them; only a worker busy with another reader's
+// batch gets the batch through its queue, processed by the worker's own
+// goroutine. With one queue per worker the kernel's TUN flow steering
+// keeps each flow on the queue its replies are written to (worker w
+// writes to queue w), so in the steady state a reader runs its own
+// worker and most packets never change goroutine between Read and Write,
+// as in a bare TUN-to-TUN forwarder; the two readers of a flow's two
+// directions (one per device) meet at its worker and take turns.
+//
 // Nothing on the per-packet path takes a lock or does an atomic
-// read-modify-write: a batch carries a reference count that each worker it
-// was sent to decrements once. The rule set is an immutable value behind an
-// atomic pointer, loaded once per batch. Expectations are the only shared
-// table, consulted on the miss path.
+// read-modify-write: ownership of a worker is taken once per batch, and a
+// batch carries a reference count that each worker it was sent to
+// decrements once. The rule set is an immutable value behind an atomic
+// pointer, loaded once per batch. Expectations are the only shared table,
+// consulted on the miss path.
 //
 // Control-plane work on a worker's table (listing, deleting, statistics)
-// runs on the worker's goroutine through Do, between batches.
+// runs on the worker's goroutine through Do, between batches (holding the
+// worker's mutex).
 //
 // The pipeline imports conntrack, filter, defrag and packet; it knows
 // devices only through the Device interface (the subset of wireguard-go's

@@ -30,12 +30,14 @@ type batch struct {
 	slot [][]byte
 	refs atomic.Int32
 	home chan *batch
+	src  *reader // the reader the batch belongs to
 }
 
 const noOwner = 0xff
 
-func newBatch(size, slot int, home chan *batch) *batch {
+func newBatch(src *reader, size, slot int, home chan *batch) *batch {
 	b := &batch{
+		src:   src,
 		bufs:  make([][]byte, size),
 		sizes: make([]int, size),
 		pkts:  make([]packet.Parsed, size),
@@ -71,7 +73,12 @@ type reader struct {
 	wait  *time.Timer
 	// lastReap is when expired incomplete datagrams were last removed.
 	lastReap int64
-	stats    readerStats
+	// pending[w] counts this reader's batches in worker w's queue or
+	// being processed from it; the reader runs worker w itself only when
+	// it is zero, so that w sees this reader's packets in order.
+	pending []atomic.Int32
+	inline  []*worker // scratch: workers dispatch runs on this goroutine
+	stats   readerStats
 }
 
 type readerStats struct {
@@ -90,18 +97,23 @@ func newReader(p *Pipeline, port, queue int, dev Device) *reader {
 	nb := len(p.workers)*p.cfg.QueueDepth + 2
 	r := &reader{
 		p: p, port: port, queue: queue, dev: dev,
-		free: make(chan *batch, nb),
-		defr: defrag.New(p.cfg.Defrag),
+		free:    make(chan *batch, nb),
+		defr:    defrag.New(p.cfg.Defrag),
+		pending: make([]atomic.Int32, len(p.workers)),
+		inline:  make([]*worker, 0, len(p.workers)),
 	}
 	slot := slotSize(p.ports)
 	for i := 0; i < nb; i++ {
-		r.free <- newBatch(size, slot, r.free)
+		r.free <- newBatch(r, size, slot, r.free)
 	}
 	return r
 }
 
 func (r *reader) run() {
 	defer r.p.readerWG.Done()
+	if r.p.cfg.PinCPUs {
+		pinToCPU(r.queue)
+	}
 	var errRun int
 	for {
 		b := <-r.free
@@ -143,8 +155,17 @@ func (r *reader) run() {
 	}
 }
 
-// dispatch decodes the n packets of b, reassembles fragments and sends b
+// dispatch decodes the n packets of b, reassembles fragments and hands b
 // to every worker that owns one of its packets.
+//
+// Run to completion: a worker that is free (its lock is available) and
+// has none of this reader's earlier batches still queued is run right
+// here, on the reader's goroutine, without a hand-over. Only a worker
+// busy with another reader's batch gets b through its queue. With
+// multi-queue devices the kernel keeps a flow on the queue its replies
+// are written to, which is its worker's (Port.Queues), so in the steady
+// state each reader runs its own worker and goroutines hand nothing over.
+// Ownership is per batch: the per-packet path takes no lock.
 func (r *reader) dispatch(b *batch, n int) {
 	p := r.p
 	now := p.clock()
@@ -193,37 +214,59 @@ func (r *reader) dispatch(b *batch, n int) {
 		return
 	}
 	b.refs.Store(int32(bits.OnesCount64(mask)))
+	// Take every worker that can run here; queue b at once to the others
+	// so that they start meanwhile; run the taken ones; then wait for
+	// the queues that were full (holding no worker then, so that readers
+	// waiting for each other's workers cannot block one another).
+	inline, full := r.inline[:0], uint64(0)
 	for m := mask; m != 0; m &= m - 1 {
 		w := p.workers[bits.TrailingZeros64(m)]
-		select {
-		case w.in <- b:
+		if r.pending[w.id].Load() == 0 && w.mu.TryLock() {
+			inline = append(inline, w)
 			continue
-		default:
 		}
-		// The worker is behind: absorb a burst by waiting a little
-		// (the kernel queues meanwhile), and drop only when it stays
-		// full.
-		if r.wait == nil {
-			r.wait = time.NewTimer(queueWait)
-		} else {
-			r.wait.Reset(queueWait)
-		}
+		r.pending[w.id].Add(1)
 		select {
 		case w.in <- b:
-			if !r.wait.Stop() {
-				<-r.wait.C
-			}
-			r.stats.queueWaits.Add(1)
-		case <-r.wait.C:
-			dropped := 0
-			for i := 0; i < n; i++ {
-				if b.owner[i] == uint8(w.id) {
-					dropped++
-				}
-			}
-			r.stats.queueFull.Add(uint64(dropped))
-			b.release()
+		default:
+			full |= 1 << w.id
 		}
+	}
+	for i, w := range inline {
+		w.process(b)
+		w.mu.Unlock()
+		inline[i] = nil
+	}
+	for m := full; m != 0; m &= m - 1 {
+		r.enqueueWait(b, p.workers[bits.TrailingZeros64(m)], n)
+	}
+}
+
+// enqueueWait sends b to worker w's full queue: it absorbs a burst by
+// waiting a little (the kernel queues meanwhile), and drops w's packets of
+// b only when the queue stays full. pending[w] is already counted.
+func (r *reader) enqueueWait(b *batch, w *worker, n int) {
+	if r.wait == nil {
+		r.wait = time.NewTimer(queueWait)
+	} else {
+		r.wait.Reset(queueWait)
+	}
+	select {
+	case w.in <- b:
+		if !r.wait.Stop() {
+			<-r.wait.C
+		}
+		r.stats.queueWaits.Add(1)
+	case <-r.wait.C:
+		r.pending[w.id].Add(-1)
+		dropped := 0
+		for i := 0; i < n; i++ {
+			if b.owner[i] == uint8(w.id) {
+				dropped++
+			}
+		}
+		r.stats.queueFull.Add(uint64(dropped))
+		b.release()
 	}
 }
 

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -12,13 +13,19 @@ import (
 )
 
 // worker owns one conntrack table and processes the packets steered to it.
+// Whoever holds mu runs it: a reader, for a batch it read (run to
+// completion), or the worker's own goroutine, for batches queued to it
+// while it was busy, control calls and idle housekeeping. Everything below
+// mu belongs to the holder.
 type worker struct {
-	p     *Pipeline
-	id    int
+	p    *Pipeline
+	id   int
+	mu   sync.Mutex
+	in   chan *batch
+	ctl  chan func()
+	quit chan struct{}
+
 	table *conntrack.Table
-	in    chan *batch
-	ctl   chan func()
-	quit  chan struct{}
 
 	// out[port] lists the buffers to write to that port after the batch;
 	// outFlow[port][i] is a hash of the flow of out[port][i] when the
@@ -131,23 +138,36 @@ func (w *worker) run() {
 	for {
 		select {
 		case b := <-w.in:
-			w.process(b)
+			w.processQueued(b)
 		case f := <-w.ctl:
+			w.mu.Lock()
 			f()
+			w.mu.Unlock()
 		case <-tick.C:
+			w.mu.Lock()
 			w.housekeeping(w.p.clock(), true)
+			w.mu.Unlock()
 		case <-w.quit:
 			// Drain what the readers queued before they stopped.
 			for {
 				select {
 				case b := <-w.in:
-					w.process(b)
+					w.processQueued(b)
 				default:
 					return
 				}
 			}
 		}
 	}
+}
+
+// processQueued processes a batch that a reader queued to the worker.
+func (w *worker) processQueued(b *batch) {
+	src := b.src // b belongs to its reader again after process
+	w.mu.Lock()
+	w.process(b)
+	w.mu.Unlock()
+	src.pending[w.id].Add(-1)
 }
 
 // do runs fn on the worker's goroutine and waits for it.
@@ -198,6 +218,8 @@ const (
 	reapIdleRounds = 64
 )
 
+// process runs the worker's packets of b and writes them out, then
+// releases b. The caller holds w.mu.
 func (w *worker) process(b *batch) {
 	rs := w.p.rules.Load()
 	w.stats.Batches++
