@@ -50,6 +50,7 @@ func cmdRun(args []string) int {
 		}
 		return s, warns, err
 	}
+	startPprof(log)
 	d, err := daemon.New(*cfgPath, load, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "router:", explain(err))
