@@ -419,7 +419,9 @@ func (t *Table) trackRedirect6(p *packet.Parsed, now int64) Result {
 // helper (which may still drop the packet), then confirms a new entry
 // (inserts it into the table). It returns the helper's verdict.
 func (t *Table) Commit(r *Result, p *packet.Parsed, now int64) HelperResult {
-	if r.idx == 0 {
+	if r.idx == 0 || !r.isNew && (r.Helper == 0 || r.Info == RelatedReply) {
+		// Nothing to confirm and no helper to run: the common case of an
+		// established connection.
 		return HelperResult{}
 	}
 	i := r.idx - 1
