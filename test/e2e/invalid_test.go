@@ -47,9 +47,8 @@ func TestInvalidPackets(t *testing.T) {
 	// once more than before, and its trace record.
 	injected := func(t *testing.T, what string, src, dst netip.AddrPort, flags packet.TCPFlags, seq uint32, reason string, before uint64) {
 		t.Helper()
-		if got := invalid(reason); got != before+1 {
-			t.Errorf("%s: ct -S counts %d under %q, want %d (one more than before)", what, got, reason, before+1)
-		}
+		// The trace record is written once the packet has been tracked
+		// and filtered: after it, the counters include the packet.
 		recs := r.waitTrace(t, what, func(x traceRec) bool {
 			return x.Proto == "tcp" && x.Src == src.Addr().String() && x.Sport == src.Port() &&
 				x.Dst == dst.Addr().String() && x.Dport == dst.Port() && x.Flags == flags.String() && x.Seq == seq
@@ -59,6 +58,9 @@ func TestInvalidPackets(t *testing.T) {
 				t.Errorf("%s traced as ct %s reason %q, %s rule %d, verdict %q; want INVALID %q dropped by forward rule %d",
 					what, x.Ct, x.Reason, x.Chain, x.Rule, x.Verdict, reason, ruleIdxInvalid)
 			}
+		}
+		if got := invalid(reason); got != before+1 {
+			t.Errorf("%s: ct -S counts %d under %q, want %d (one more than before)", what, got, reason, before+1)
 		}
 	}
 

@@ -71,7 +71,7 @@ func TestReload(t *testing.T) {
 	}
 
 	expect(t, "before any reload", true, true)
-	s := startStream(t, r)
+	s := startStream(t, r, steady)
 	lport := s.conn.LocalAddr().(*net.TCPAddr).Port
 	entry := func() (id, state string) {
 		es := r.entries(t, "-p", "tcp", "--sport", strconv.Itoa(lport))
@@ -152,6 +152,31 @@ func TestReload(t *testing.T) {
 		r.writeConfig(good)
 	})
 
+	t.Run("SIGHUP burst under load", func(t *testing.T) {
+		// A stream at full speed while the rules change 20 times in a
+		// second, each new set with another rule.
+		fast := startStream(t, r, flat)
+		for i := range 20 {
+			time.Sleep(50 * time.Millisecond)
+			r.writeConfig(rulesWith(rejectPort(ruleB, portB) + rejectPort(fmt.Sprintf("burst %d", i), 1000+i)))
+			if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !waitFor(5*time.Second, func() bool { return hasRule("burst 19") }) {
+			t.Fatalf("the last rule set of the burst is not running after 5 s:\n%s", r.mustCtl(t, "rules"))
+		}
+		sent, recv := fast.stop()
+		if sent.err != nil || recv.err != nil {
+			t.Fatalf("fast stream: sender %v, receiver %v", sent.err, recv.err)
+		}
+		if sent.n == 0 || sent.n != recv.n || sent.sum != recv.sum {
+			t.Fatalf("fast stream: sent %d bytes (%s), received %d (%s); want identical", sent.n, sent.sum, recv.n, recv.sum)
+		}
+		t.Logf("fast stream through 20 reloads: %d bytes intact", recv.n)
+		expect(t, "after the burst", true, false)
+	})
+
 	// The stream survived: same conntrack entry, every byte delivered.
 	if id, state := entry(); id != streamID || state != "ESTABLISHED" {
 		t.Errorf("the stream's entry is now id %s in %s; want the same id %s, ESTABLISHED", id, state, streamID)
@@ -163,5 +188,5 @@ func TestReload(t *testing.T) {
 	if sent.n < 1<<20 || sent.n != recv.n || sent.sum != recv.sum {
 		t.Fatalf("stream: sent %d bytes (%s), received %d (%s); want at least 1 MiB, identical", sent.n, sent.sum, recv.n, recv.sum)
 	}
-	t.Logf("stream through %d reloads: %d bytes intact", 4, recv.n)
+	t.Logf("steady stream through all %d reloads: %d bytes intact", 24, recv.n)
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // TestSIGTERM: the router stops on SIGTERM while a stream runs through it
-// and a connection is idle in its table: it exits with status 0 well
+// as fast as it can and a connection is idle in its table: it exits with status 0 well
 // within the limit, logs its final counters, and leaves no device in the
 // namespaces and no control socket behind (router.stop checks those, as
 // it does at the end of every test).
@@ -27,7 +27,7 @@ func TestSIGTERM(t *testing.T) {
 	if err := echoRoundTrip(idle, "idle connection"); err != nil {
 		t.Fatal(err)
 	}
-	s := startStream(t, r)
+	s := startStream(t, r, flat)
 	time.Sleep(200 * time.Millisecond)
 	if n := len(r.entries(t, "-p", "tcp")); n < 2 {
 		t.Fatalf("conntrack has %d TCP entries before SIGTERM, want the stream and the idle connection", n)

@@ -16,11 +16,12 @@ import (
 )
 
 // stream is a TCP connection from the LAN host to a server on the
-// Internet side that sends pseudo-random data at a steady pace until
-// stopped; both ends hash what they moved.
+// Internet side that sends pseudo-random data until stopped, at a steady
+// pace or as fast as it can; both ends hash what they moved.
 type stream struct {
 	conn  net.Conn // the client's end
 	srv   net.Conn // the server's end
+	pace  time.Duration
 	stopc chan struct{}
 	sent  chan streamEnd
 	recv  chan streamEnd
@@ -35,12 +36,18 @@ type streamEnd struct {
 	err error
 }
 
-// startStream opens the stream; it sends 32 KiB every 5 ms (about
-// 6.5 MB/s) until stop.
-func startStream(t *testing.T, r *router) *stream {
+// Stream paces.
+const (
+	steady = 5 * time.Millisecond // 32 KiB every 5 ms: about 6.5 MB/s
+	flat   = 0                    // as fast as the path allows
+)
+
+// startStream opens the stream; it sends 32 KiB chunks, one every pace
+// (or back to back with flat), until stop.
+func startStream(t *testing.T, r *router, pace time.Duration) *stream {
 	t.Helper()
 	ln := listenIn(t, r.server, "tcp", ":0")
-	s := &stream{stopc: make(chan struct{}), sent: make(chan streamEnd, 1), recv: make(chan streamEnd, 1)}
+	s := &stream{pace: pace, stopc: make(chan struct{}), sent: make(chan streamEnd, 1), recv: make(chan streamEnd, 1)}
 	accepted := make(chan net.Conn, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -84,14 +91,27 @@ func (s *stream) send() {
 	rng := rand.NewChaCha8([32]byte{'e', '2', 'e'})
 	buf := make([]byte, 32<<10)
 	var n int64
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
+	var tick <-chan time.Time
+	if s.pace > 0 {
+		tk := time.NewTicker(s.pace)
+		defer tk.Stop()
+		tick = tk.C
+	}
 	for {
-		select {
-		case <-s.stopc:
-			s.sent <- streamEnd{n: n, sum: hex.EncodeToString(h.Sum(nil))}
-			return
-		case <-tick.C:
+		if tick != nil {
+			select {
+			case <-s.stopc:
+				s.sent <- streamEnd{n: n, sum: hex.EncodeToString(h.Sum(nil))}
+				return
+			case <-tick:
+			}
+		} else {
+			select {
+			case <-s.stopc:
+				s.sent <- streamEnd{n: n, sum: hex.EncodeToString(h.Sum(nil))}
+				return
+			default:
+			}
 		}
 		rng.Read(buf)
 		s.srv.SetWriteDeadline(time.Now().Add(5 * time.Second))
