@@ -227,36 +227,41 @@ func TestFTP(t *testing.T) {
 		policyBefore := forwardPolicy(t, r)
 		lnC := listenIn(t, r.client, "tcp", ":0")
 		lnS := listenIn(t, r.server, "tcp", ":0")
-		for _, f := range families {
-			for _, c := range []struct {
-				what     string
-				from     netns
-				to       string
-				port     int
-				src, dst string
-			}{
-				{"server to client (active-mode style)", r.server, f.client, lnC.Addr().(*net.TCPAddr).Port, f.server, f.client},
-				{"client to server (passive-mode style)", r.client, f.server, lnS.Addr().(*net.TCPAddr).Port, f.client, f.server},
-			} {
-				conn, err := dialIn(c.from, "tcp", net.JoinHostPort(c.to, strconv.Itoa(c.port)), 1500*time.Millisecond)
-				if err == nil {
-					conn.Close()
-					t.Errorf("%s %s: connection to port %d got through the strict rule set", f.name, c.what, c.port)
-					continue
-				}
-				if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
-					t.Errorf("%s %s: %v; want a timeout (dropped, not refused)", f.name, c.what, err)
-				}
-				recs := r.waitTrace(t, "the unannounced SYN", func(x traceRec) bool {
-					return x.Proto == "tcp" && x.Src == c.src && x.Dst == c.dst && x.Dport == uint16(c.port) && x.Flags == "SYN"
-				})
-				for _, x := range recs {
-					if x.Ct != "NEW" || x.Chain != "forward" || x.Rule != -1 || x.Verdict != "drop" {
-						t.Errorf("%s %s: SYN traced as ct %s, %s rule %d, verdict %q; want NEW dropped by the forward policy", f.name, c.what, x.Ct, x.Chain, x.Rule, x.Verdict)
-					}
+		// The four attempts run in parallel: each waits out its timeout.
+		t.Run("attempts", func(t *testing.T) {
+			for _, f := range families {
+				for _, c := range []struct {
+					what     string
+					from     netns
+					to       string
+					port     int
+					src, dst string
+				}{
+					{"server to client", r.server, f.client, lnC.Addr().(*net.TCPAddr).Port, f.server, f.client},
+					{"client to server", r.client, f.server, lnS.Addr().(*net.TCPAddr).Port, f.client, f.server},
+				} {
+					t.Run(f.name+"/"+c.what, func(t *testing.T) {
+						t.Parallel()
+						conn, err := dialIn(c.from, "tcp", net.JoinHostPort(c.to, strconv.Itoa(c.port)), 1500*time.Millisecond)
+						if err == nil {
+							conn.Close()
+							t.Fatalf("connection to port %d got through the strict rule set", c.port)
+						}
+						if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+							t.Errorf("%v; want a timeout (dropped, not refused)", err)
+						}
+						recs := r.waitTrace(t, "the unannounced SYN", func(x traceRec) bool {
+							return x.Proto == "tcp" && x.Src == c.src && x.Dst == c.dst && x.Dport == uint16(c.port) && x.Flags == "SYN"
+						})
+						for _, x := range recs {
+							if x.Ct != "NEW" || x.Chain != "forward" || x.Rule != -1 || x.Verdict != "drop" {
+								t.Errorf("SYN traced as ct %s, %s rule %d, verdict %q; want NEW dropped by the forward policy", x.Ct, x.Chain, x.Rule, x.Verdict)
+							}
+						}
+					})
 				}
 			}
-		}
+		})
 		if after := forwardPolicy(t, r); after < policyBefore+4 {
 			t.Errorf("forward policy counted %d packets, want at least the 4 SYNs", after-policyBefore)
 		}

@@ -34,14 +34,14 @@ func TestInvalidPackets(t *testing.T) {
 	r := startRouter(t, routerConfig{Forward: gatewayRules, Trace: true})
 	port := serveEcho(t, r.server)
 	capt := startCapture(t, r.server, "wan0")
-	dropRule := func() uint64 {
+	dropRule := func(t testing.TB) uint64 {
 		row, ok := r.rule(t, "forward", "drop INVALID")
 		if !ok {
 			t.Fatal("router rules: no INVALID drop rule")
 		}
 		return row.Packets
 	}
-	invalid := func(reason string) uint64 { return r.ctStats(t).Invalid[reason] }
+	invalid := func(t testing.TB, reason string) uint64 { return r.ctStats(t).Invalid[reason] }
 
 	// injected checks one injected INVALID packet: its reason counted
 	// once more than before, and its trace record.
@@ -59,7 +59,7 @@ func TestInvalidPackets(t *testing.T) {
 					what, x.Ct, x.Reason, x.Chain, x.Rule, x.Verdict, reason, ruleIdxInvalid)
 			}
 		}
-		if got := invalid(reason); got != before+1 {
+		if got := invalid(t, reason); got != before+1 {
 			t.Errorf("%s: ct -S counts %d under %q, want %d (one more than before)", what, got, reason, before+1)
 		}
 	}
@@ -68,12 +68,12 @@ func TestInvalidPackets(t *testing.T) {
 		t.Run(f.name, func(t *testing.T) {
 			client := netip.MustParseAddr(f.client)
 			server := netip.AddrPortFrom(netip.MustParseAddr(f.server), uint16(port))
-			ruleBefore := dropRule()
+			ruleBefore := dropRule(t)
 
 			t.Run("SYN|FIN", func(t *testing.T) {
 				src := netip.AddrPortFrom(client, uint16(41000+i))
 				ctlSrc := netip.AddrPortFrom(client, uint16(42000+i))
-				before := invalid(reasonFlags)
+				before := invalid(t, reasonFlags)
 				bad := packettest.TCP(src.String(), server.String(), packettest.TCPOpts{
 					Flags: packet.SYN | packet.FIN, Seq: 1000, Win: 64240, WScale: packettest.NoWScale})
 				// A control: a plain SYN injected the same way right after
@@ -120,7 +120,7 @@ func TestInvalidPackets(t *testing.T) {
 					{"below the acknowledged sequence", maxAck - 1, reasonRSTBelow},
 					{"far above the window", maxAck + 1<<30, reasonSeqAbove},
 				} {
-					before := invalid(tc.reason)
+					before := invalid(t, tc.reason)
 					rst := packettest.TCP(src.String(), server.String(), packettest.TCPOpts{
 						Flags: packet.RST, Seq: tc.seq, WScale: packettest.NoWScale})
 					if err := injectRaw(r.client, rst); err != nil {
@@ -146,7 +146,7 @@ func TestInvalidPackets(t *testing.T) {
 				}
 			})
 
-			if got := dropRule(); got < ruleBefore+3 {
+			if got := dropRule(t); got < ruleBefore+3 {
 				t.Errorf("the INVALID drop rule counted %d packets, want at least the 3 injected", got-ruleBefore)
 			}
 		})

@@ -64,7 +64,7 @@ func TestReload(t *testing.T) {
 			}
 		}
 	}
-	hasRule := func(comment string) bool { _, ok := r.rule(t, "forward", comment); return ok }
+	hasRule := func(t testing.TB, comment string) bool { _, ok := r.rule(t, "forward", comment); return ok }
 	const ruleA, ruleB = "reload 1: refuse port A", "reload 2: refuse port B"
 	rulesWith := func(extra string) routerConfig {
 		return routerConfig{Forward: ruleEstablished + ruleInvalid + extra + ruleLANOut + ruleWANReject}
@@ -84,11 +84,11 @@ func TestReload(t *testing.T) {
 	streamID, _ := entry()
 
 	t.Run("SIGHUP", func(t *testing.T) {
-		r.writeConfig(rulesWith(rejectPort(ruleA, portA)))
+		r.writeConfig(t, rulesWith(rejectPort(ruleA, portA)))
 		if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		if !waitFor(5*time.Second, func() bool { return hasRule(ruleA) }) {
+		if !waitFor(5*time.Second, func() bool { return hasRule(t, ruleA) }) {
 			t.Fatalf("`router rules` has no rule %q 5 s after SIGHUP", ruleA)
 		}
 		expect(t, "after SIGHUP", false, true)
@@ -98,12 +98,12 @@ func TestReload(t *testing.T) {
 	})
 
 	t.Run("router reload", func(t *testing.T) {
-		r.writeConfig(rulesWith(rejectPort(ruleB, portB)))
+		r.writeConfig(t, rulesWith(rejectPort(ruleB, portB)))
 		if out := r.mustCtl(t, "reload"); strings.TrimSpace(out) != "reloaded" {
 			t.Errorf("router reload printed %q, want \"reloaded\"", out)
 		}
 		// The control request returns after the swap: no waiting.
-		if !hasRule(ruleB) || hasRule(ruleA) {
+		if !hasRule(t, ruleB) || hasRule(t, ruleA) {
 			t.Fatalf("after router reload the rules are:\n%s\nwant %q and not %q", r.mustCtl(t, "rules"), ruleB, ruleA)
 		}
 		expect(t, "after router reload", true, false)
@@ -115,7 +115,7 @@ func TestReload(t *testing.T) {
 		text := broken.render(r.client.path, r.server.path, r.sock, r.trace)
 		line := 1 + strings.Count(text[:strings.Index(text, "dport = 70000")], "\n")
 		pos := regexp.MustCompile(regexp.QuoteMeta(r.cfgPath) + ":" + strconv.Itoa(line) + `:\d+: .*70000`)
-		r.writeConfigText(text)
+		r.writeConfigText(t, text)
 
 		logBefore := len(r.out.String())
 		if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
@@ -134,7 +134,7 @@ func TestReload(t *testing.T) {
 		if !r.running() {
 			t.Fatal("the router exited after a broken reload")
 		}
-		if !hasRule(ruleB) {
+		if !hasRule(t, ruleB) {
 			t.Errorf("after a broken SIGHUP reload the running rules changed:\n%s", r.mustCtl(t, "rules"))
 		}
 		expect(t, "after a broken SIGHUP reload", true, false)
@@ -146,10 +146,10 @@ func TestReload(t *testing.T) {
 		if !pos.MatchString(errOut) {
 			t.Errorf("router reload's error does not point at %s:%d:COL:\n%s", r.cfgPath, line, errOut)
 		}
-		if !hasRule(ruleB) {
+		if !hasRule(t, ruleB) {
 			t.Errorf("after a broken router reload the running rules changed:\n%s", r.mustCtl(t, "rules"))
 		}
-		r.writeConfig(good)
+		r.writeConfig(t, good)
 	})
 
 	t.Run("SIGHUP burst under load", func(t *testing.T) {
@@ -158,12 +158,12 @@ func TestReload(t *testing.T) {
 		fast := startStream(t, r, flat)
 		for i := range 20 {
 			time.Sleep(50 * time.Millisecond)
-			r.writeConfig(rulesWith(rejectPort(ruleB, portB) + rejectPort(fmt.Sprintf("burst %d", i), 1000+i)))
+			r.writeConfig(t, rulesWith(rejectPort(ruleB, portB)+rejectPort(fmt.Sprintf("burst %d", i), 1000+i)))
 			if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if !waitFor(5*time.Second, func() bool { return hasRule("burst 19") }) {
+		if !waitFor(5*time.Second, func() bool { return hasRule(t, "burst 19") }) {
 			t.Fatalf("the last rule set of the burst is not running after 5 s:\n%s", r.mustCtl(t, "rules"))
 		}
 		sent, recv := fast.stop()

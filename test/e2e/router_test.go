@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -233,6 +234,10 @@ type router struct {
 	done           chan struct{}
 	waitErr        error
 	stopped        bool
+
+	traceMu   sync.Mutex
+	traceOff  int64      // bytes of the trace file parsed so far
+	traceRecs []traceRec // the records parsed so far
 }
 
 // startRouter creates a client and a server namespace, starts the router
@@ -248,7 +253,7 @@ func startRouter(t *testing.T, cfg routerConfig) *router {
 	r.cfgPath = filepath.Join(dir, "router.toml")
 	r.sock = filepath.Join(dir, "ctl.sock")
 	r.trace = filepath.Join(dir, "trace.jsonl")
-	r.writeConfig(cfg)
+	r.writeConfig(t, cfg)
 
 	r.cmd = exec.Command(routerBin, "run", "--config", r.cfgPath)
 	r.cmd.Stdout, r.cmd.Stderr = &r.out, &r.out
@@ -282,20 +287,20 @@ func startRouter(t *testing.T, cfg routerConfig) *router {
 }
 
 // writeConfig (re)writes the configuration file.
-func (r *router) writeConfig(cfg routerConfig) {
-	r.t.Helper()
-	r.writeConfigText(cfg.render(r.client.path, r.server.path, r.sock, r.trace))
+func (r *router) writeConfig(t testing.TB, cfg routerConfig) {
+	t.Helper()
+	r.writeConfigText(t, cfg.render(r.client.path, r.server.path, r.sock, r.trace))
 }
 
-func (r *router) writeConfigText(text string) {
-	r.t.Helper()
+func (r *router) writeConfigText(t testing.TB, text string) {
+	t.Helper()
 	// Write and rename, so that a reload never reads half a file.
 	tmp := r.cfgPath + ".tmp"
 	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
-		r.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if err := os.Rename(tmp, r.cfgPath); err != nil {
-		r.t.Fatal(err)
+		t.Fatal(err)
 	}
 }
 
@@ -500,25 +505,37 @@ func (x traceRec) hasFlag(f string) bool {
 	return false
 }
 
-// traceRecords reads the whole trace file.
+// traceRecords returns every record of the trace file so far. It parses
+// only what was appended since the last call (the file grows by whole
+// lines, flushed every 100 ms); tests may call it concurrently.
 func (r *router) traceRecords(t testing.TB) []traceRec {
 	t.Helper()
-	data, err := os.ReadFile(r.trace)
+	r.traceMu.Lock()
+	defer r.traceMu.Unlock()
+	f, err := os.Open(r.trace)
 	if err != nil {
 		t.Fatalf("trace: %v", err)
 	}
-	var recs []traceRec
+	defer f.Close()
+	if _, err := f.Seek(r.traceOff, io.SeekStart); err != nil {
+		t.Fatalf("trace: %v", err)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatalf("trace: %v", err)
+	}
 	for line := range bytes.Lines(data) {
 		if !bytes.HasSuffix(line, []byte("\n")) {
-			break // a line being written
+			break // a line being written: next time
 		}
 		var x traceRec
 		if err := json.Unmarshal(line, &x); err != nil {
 			t.Fatalf("trace line %q: %v", line, err)
 		}
-		recs = append(recs, x)
+		r.traceRecs = append(r.traceRecs, x)
+		r.traceOff += int64(len(line))
 	}
-	return recs
+	return r.traceRecs[:len(r.traceRecs):len(r.traceRecs)]
 }
 
 // waitTrace waits (the trace is flushed every 100 ms) until some records
