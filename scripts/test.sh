@@ -31,8 +31,19 @@ if [ "$(id -u)" = 0 ]; then
 	export CT_KERNEL_TEST=${CT_KERNEL_TEST:-1} ROUTER_KERNEL_FTP=${ROUTER_KERNEL_FTP:-1} ROUTER_KERNEL_DEFRAG=${ROUTER_KERNEL_DEFRAG:-1}
 	if [ "${SKIP_INSTALL:-0}" != 1 ]; then
 		echo "== installing test prerequisites"
+		# The conformance suite and the kernel differential tests drive
+		# nftables and read the kernel's conntrack table.
+		missing=""
+		for p in nftables conntrack util-linux; do
+			dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+		done
+		if [ -n "$missing" ]; then
+			echo "installing$missing"
+			apt-get update -qq >/dev/null
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+		fi
 		for s in scripts/e2e-prereqs.sh scripts/egress-prereqs.sh; do
-			[ -x "$s" ] && "$s"
+			if [ -x "$s" ]; then "$s"; fi
 		done
 	fi
 else
