@@ -321,8 +321,13 @@ func (d *Daemon) shutdown() {
 	}
 	st := d.pipe.Stats()
 	drops := st.Drops()
+	var contended uint64
+	for _, r := range st.Readers {
+		contended += r.Contended
+	}
 	d.log.Info("pipeline stopped", "entries", st.Conntrack.Entries, "packets", sumPackets(&st),
-		"invalid", st.Conntrack.Invalid, "dropped_queue_full", drops[pipeline.DropQueueFull])
+		"invalid", st.Conntrack.Invalid, "dropped_queue_full", drops[pipeline.DropQueueFull],
+		"reader_waits", contended)
 	d.Close()
 }
 

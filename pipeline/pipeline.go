@@ -62,8 +62,9 @@ type Config struct {
 	// through the input chain, and echo requests to them are answered.
 	LocalAddrs []netip.Addr
 	Defrag     defrag.Config
-	// QueueDepth is the number of batches a worker's queue holds before
-	// readers drop (default 8).
+	// QueueDepth is not used any more: readers run their workers
+	// themselves (see the package comment) and no worker has a queue. It
+	// stays so that existing configurations keep working.
 	QueueDepth int
 	// ICMPRate limits the ICMP errors and TCP resets the router sends, per
 	// worker, in packets per second (default 100, burst 50).

@@ -11,10 +11,10 @@ import (
 	"github.com/tunrouter/router/packet"
 )
 
-// batch is the unit a reader hands to workers: the packets of one Read,
-// decoded, each marked with the worker that owns it. A batch goes to every
-// worker that owns one of its packets; each decrements refs once when it
-// is done, and the last one returns the batch to its reader's free list.
+// batch is what a reader runs its workers on: the packets of one Read,
+// decoded, each marked with the worker that owns it. It belongs to its
+// reader, which reuses it for the next Read once the batch's packets are
+// written.
 type batch struct {
 	port  int
 	n     int
@@ -28,23 +28,18 @@ type batch struct {
 	// datagram in a big buffer instead (nil otherwise); the reader swaps
 	// it back before the next Read.
 	slot [][]byte
-	refs atomic.Int32
-	home chan *batch
-	src  *reader // the reader the batch belongs to
 }
 
 const noOwner = 0xff
 
-func newBatch(src *reader, size, slot int, home chan *batch) *batch {
+func newBatch(size, slot int) *batch {
 	b := &batch{
-		src:   src,
 		bufs:  make([][]byte, size),
 		sizes: make([]int, size),
 		pkts:  make([]packet.Parsed, size),
 		owner: make([]uint8, size),
 		frag:  make([]uint16, size),
 		slot:  make([][]byte, size),
-		home:  home,
 	}
 	mem := make([]byte, size*slot)
 	for i := range b.bufs {
@@ -53,38 +48,24 @@ func newBatch(src *reader, size, slot int, home chan *batch) *batch {
 	return b
 }
 
-// release is called once by each recipient (and by the reader for
-// recipients it could not reach).
-func (b *batch) release() {
-	if b.refs.Add(-1) == 0 {
-		b.home <- b
-	}
-}
-
 // reader reads one device queue.
 type reader struct {
 	p     *Pipeline
 	port  int
 	queue int
 	dev   Device
-	free  chan *batch
+	b     *batch
+	out   *output
 	big   [][]byte // spare big buffers for reassembled datagrams
 	defr  *defrag.Table
-	wait  *time.Timer
 	// lastReap is when expired incomplete datagrams were last removed.
 	lastReap int64
-	// pending[w] counts this reader's batches in worker w's queue or
-	// being processed from it; the reader runs worker w itself only when
-	// it is zero, so that w sees this reader's packets in order.
-	pending []atomic.Int32
-	inline  []*worker // scratch: workers dispatch runs on this goroutine
-	stats   readerStats
+	stats    readerStats
 }
 
 type readerStats struct {
 	reads, packets, bytes atomic.Uint64
-	queueFull             atomic.Uint64 // packets dropped: worker queue full
-	queueWaits            atomic.Uint64 // batches that waited for a full worker queue
+	contended             atomic.Uint64 // batches that waited for a busy worker
 	readErrors            atomic.Uint64
 	fragHeld              atomic.Uint64
 }
@@ -94,19 +75,12 @@ func newReader(p *Pipeline, port, queue int, dev Device) *reader {
 	if size < 1 {
 		size = 1
 	}
-	nb := len(p.workers)*p.cfg.QueueDepth + 2
-	r := &reader{
+	return &reader{
 		p: p, port: port, queue: queue, dev: dev,
-		free:    make(chan *batch, nb),
-		defr:    defrag.New(p.cfg.Defrag),
-		pending: make([]atomic.Int32, len(p.workers)),
-		inline:  make([]*worker, 0, len(p.workers)),
+		b:    newBatch(size, slotSize(p.ports)),
+		out:  newOutput(p),
+		defr: defrag.New(p.cfg.Defrag),
 	}
-	slot := slotSize(p.ports)
-	for i := 0; i < nb; i++ {
-		r.free <- newBatch(r, size, slot, r.free)
-	}
-	return r
 }
 
 func (r *reader) run() {
@@ -115,8 +89,8 @@ func (r *reader) run() {
 		pinToCPU(r.queue)
 	}
 	var errRun int
+	b := r.b
 	for {
-		b := <-r.free
 		for i := range b.bufs {
 			if b.slot[i] != nil {
 				r.big = append(r.big, b.bufs[i])
@@ -126,11 +100,9 @@ func (r *reader) run() {
 		}
 		n, err := r.dev.Read(b.bufs, b.sizes, bufOffset)
 		if r.p.closed.Load() {
-			r.free <- b
 			return
 		}
 		if err != nil {
-			r.free <- b
 			if errors.Is(err, os.ErrClosed) {
 				return
 			}
@@ -148,24 +120,23 @@ func (r *reader) run() {
 		}
 		errRun = 0
 		if n == 0 {
-			r.free <- b
 			continue
 		}
 		r.dispatch(b, n)
 	}
 }
 
-// dispatch decodes the n packets of b, reassembles fragments and hands b
-// to every worker that owns one of its packets.
+// dispatch decodes the n packets of b, reassembles fragments and runs
+// every worker that owns one of its packets on b.
 //
-// Run to completion: a worker that is free (its lock is available) and
-// has none of this reader's earlier batches still queued is run right
-// here, on the reader's goroutine, without a hand-over. Only a worker
-// busy with another reader's batch gets b through its queue. With
-// multi-queue devices the kernel keeps a flow on the queue its replies
-// are written to, which is its worker's (Port.Queues), so in the steady
-// state each reader runs its own worker and goroutines hand nothing over.
-// Ownership is per batch: the per-packet path takes no lock.
+// Run to completion: the reader runs the workers itself, on its own
+// goroutine, taking each worker's mutex for the time it processes the
+// worker's packets of the batch (waiting for it when the worker is busy
+// with another reader's batch), then writes what they emitted with no
+// worker held. No goroutine hand-over, no queue to overflow: when the
+// workers are slower than the devices the readers fall behind and the
+// kernel's device queues absorb the burst (or drop, as the kernel does for
+// any slow device).
 func (r *reader) dispatch(b *batch, n int) {
 	p := r.p
 	now := p.clock()
@@ -209,70 +180,20 @@ func (r *reader) dispatch(b *batch, n int) {
 		r.lastReap = now
 		r.defr.Reap(now)
 	}
-	if mask == 0 {
-		b.home <- b
-		return
-	}
-	b.refs.Store(int32(bits.OnesCount64(mask)))
-	// Take every worker that can run here; queue b at once to the others
-	// so that they start meanwhile; run the taken ones; then wait for
-	// the queues that were full (holding no worker then, so that readers
-	// waiting for each other's workers cannot block one another).
-	inline, full := r.inline[:0], uint64(0)
 	for m := mask; m != 0; m &= m - 1 {
 		w := p.workers[bits.TrailingZeros64(m)]
-		if r.pending[w.id].Load() == 0 && w.mu.TryLock() {
-			inline = append(inline, w)
-			continue
+		if !w.mu.TryLock() {
+			r.stats.contended.Add(1)
+			w.waiting.Add(1)
+			w.mu.Lock()
+			w.waiting.Add(-1)
 		}
-		r.pending[w.id].Add(1)
-		select {
-		case w.in <- b:
-		default:
-			full |= 1 << w.id
-		}
-	}
-	for i, w := range inline {
-		w.process(b)
+		w.process(b, r.out)
 		w.mu.Unlock()
-		inline[i] = nil
 	}
-	for m := full; m != 0; m &= m - 1 {
-		r.enqueueWait(b, p.workers[bits.TrailingZeros64(m)], n)
-	}
+	// The workers are free again: write what they emitted.
+	r.out.flush()
 }
-
-// enqueueWait sends b to worker w's full queue: it absorbs a burst by
-// waiting a little (the kernel queues meanwhile), and drops w's packets of
-// b only when the queue stays full. pending[w] is already counted.
-func (r *reader) enqueueWait(b *batch, w *worker, n int) {
-	if r.wait == nil {
-		r.wait = time.NewTimer(queueWait)
-	} else {
-		r.wait.Reset(queueWait)
-	}
-	select {
-	case w.in <- b:
-		if !r.wait.Stop() {
-			<-r.wait.C
-		}
-		r.stats.queueWaits.Add(1)
-	case <-r.wait.C:
-		r.pending[w.id].Add(-1)
-		dropped := 0
-		for i := 0; i < n; i++ {
-			if b.owner[i] == uint8(w.id) {
-				dropped++
-			}
-		}
-		r.stats.queueFull.Add(uint64(dropped))
-		b.release()
-	}
-}
-
-// queueWait is how long a reader waits for a full worker queue before it
-// drops the batch's packets for that worker.
-const queueWait = 2 * time.Millisecond
 
 // reassemble hands a fragment to the defragmenter; ok is true when it
 // completed a datagram, which is returned with the size of its largest

@@ -19,8 +19,17 @@ type ReaderStats struct {
 	Reads       uint64
 	Packets     uint64
 	Bytes       uint64
-	QueueFull   uint64 // packets dropped because their worker's queue was full
-	QueueWaits  uint64 // batches that had to wait for their worker's queue
+	// QueueFull and QueueWaits are always zero: readers run their
+	// workers themselves (run to completion) and have no worker queue to
+	// overflow. The fields stay for the counters' consumers.
+	QueueFull  uint64
+	QueueWaits uint64
+	// Contended counts the times the reader waited for a worker busy with
+	// another reader's batch.
+	Contended uint64
+	// WriteErrors counts the device writes of the reader's batches that
+	// failed (the reader writes what its workers emit, to any port).
+	WriteErrors uint64
 	ReadErrors  uint64
 	FragHeld    uint64 // fragments held for reassembly
 	Defrag      DefragStats
@@ -53,7 +62,7 @@ func (p *Pipeline) Stats() Stats {
 		s.Readers = append(s.Readers, ReaderStats{
 			Port: r.port, Queue: r.queue,
 			Reads: r.stats.reads.Load(), Packets: r.stats.packets.Load(), Bytes: r.stats.bytes.Load(),
-			QueueFull: r.stats.queueFull.Load(), QueueWaits: r.stats.queueWaits.Load(), ReadErrors: r.stats.readErrors.Load(),
+			Contended: r.stats.contended.Load(), WriteErrors: r.out.writeErrors(), ReadErrors: r.stats.readErrors.Load(),
 			FragHeld: r.stats.fragHeld.Load(),
 		})
 	}
@@ -72,6 +81,7 @@ func (s *Stats) Drops() [NumDropReasons]uint64 {
 	}
 	for _, r := range s.Readers {
 		d[DropQueueFull] += r.QueueFull
+		d[DropWrite] += r.WriteErrors
 	}
 	return d
 }

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -13,33 +14,24 @@ import (
 )
 
 // worker owns one conntrack table and processes the packets steered to it.
-// Whoever holds mu runs it: a reader, for a batch it read (run to
-// completion), or the worker's own goroutine, for batches queued to it
-// while it was busy, control calls and idle housekeeping. Everything below
-// mu belongs to the holder.
+// Whoever holds mu runs it: a reader, for the batches it reads (run to
+// completion), or the worker's own goroutine, for control calls and idle
+// housekeeping. Everything below mu belongs to the holder.
 type worker struct {
 	p    *Pipeline
 	id   int
 	mu   sync.Mutex
-	in   chan *batch
 	ctl  chan func()
 	quit chan struct{}
+	// waiting counts readers waiting for mu; idle housekeeping yields to
+	// them.
+	waiting atomic.Int32
 
 	table *conntrack.Table
 
-	// out[port] lists the buffers to write to that port after the batch;
-	// outFlow[port][i] is a hash of the flow of out[port][i] when the
-	// device may coalesce it with others (GRO), else 0.
-	out     [][][]byte
-	outFlow [][]uint64
-	// heads are big buffers the packets that may start a GRO run are
-	// copied into before a write, so that the device can append the
-	// following segments of their flow (read buffers hold one packet).
-	heads [][]byte
-	seen  headSet
-	// arena holds packets the worker builds (ICMP errors, resets,
-	// fragments) until the batch's writes are done.
-	arena []byte
+	// out collects what the worker emits while a reader runs it: the
+	// reader's output, written after the worker is released.
+	out *output
 
 	icmpLimit *rate.Limiter
 	lastReap  int64
@@ -57,7 +49,7 @@ type WorkerStats struct {
 	RxBytes     []uint64
 	TxPackets   []uint64
 	TxBytes     []uint64
-	WriteErrs   []uint64
+	WriteErrs   []uint64 // always zero: readers write (ReaderStats.WriteErrors)
 	Drops       [NumDropReasons]uint64
 	ICMPSent    uint64 // ICMP errors and resets the router sent
 	ICMPLimited uint64
@@ -80,7 +72,7 @@ const (
 	DropLocal                // addressed to the router, not answered
 	DropScope                // not forwardable: multicast, broadcast, link-local, loopback
 	DropQueueFull            // a worker's queue was full (counted by readers)
-	DropWrite                // the device write failed
+	DropWrite                // the device write failed (counted by readers, per write)
 	NumDropReasons
 )
 
@@ -100,12 +92,9 @@ func newWorker(p *Pipeline, id, max int) *worker {
 	w := &worker{
 		p:    p,
 		id:   id,
-		in:   make(chan *batch, p.cfg.QueueDepth),
 		ctl:  make(chan func()),
 		quit: make(chan struct{}),
-		out:  make([][][]byte, len(p.ports)),
 	}
-	w.outFlow = make([][]uint64, len(p.ports))
 	w.table = conntrack.NewTable(p.cfg.Conntrack, conntrack.TableOptions{
 		Worker:  uint8(id),
 		Seed:    p.seed ^ uint64(id)*0x9e3779b97f4a7c15,
@@ -137,8 +126,6 @@ func (w *worker) run() {
 	defer tick.Stop()
 	for {
 		select {
-		case b := <-w.in:
-			w.processQueued(b)
 		case f := <-w.ctl:
 			w.mu.Lock()
 			f()
@@ -148,26 +135,9 @@ func (w *worker) run() {
 			w.housekeeping(w.p.clock(), true)
 			w.mu.Unlock()
 		case <-w.quit:
-			// Drain what the readers queued before they stopped.
-			for {
-				select {
-				case b := <-w.in:
-					w.processQueued(b)
-				default:
-					return
-				}
-			}
+			return
 		}
 	}
-}
-
-// processQueued processes a batch that a reader queued to the worker.
-func (w *worker) processQueued(b *batch) {
-	src := b.src // b belongs to its reader again after process
-	w.mu.Lock()
-	w.process(b)
-	w.mu.Unlock()
-	src.pending[w.id].Add(-1)
 }
 
 // do runs fn on the worker's goroutine and waits for it.
@@ -203,7 +173,7 @@ func (w *worker) housekeeping(now int64, idle bool) {
 		if w.table.Reap(now, reapBudget) == 0 && i > 0 {
 			break
 		}
-		if len(w.in) > 0 {
+		if w.waiting.Load() > 0 {
 			break
 		}
 	}
@@ -218,12 +188,13 @@ const (
 	reapIdleRounds = 64
 )
 
-// process runs the worker's packets of b and writes them out, then
-// releases b. The caller holds w.mu.
-func (w *worker) process(b *batch) {
+// process runs the worker's packets of b; what they emit goes to out,
+// which the caller writes after releasing the worker. The caller holds
+// w.mu.
+func (w *worker) process(b *batch, out *output) {
 	rs := w.p.rules.Load()
+	w.out = out
 	w.stats.Batches++
-	w.arena = w.arena[:0]
 	me := uint8(w.id)
 	for i := 0; i < b.n; i++ {
 		if b.owner[i] != me {
@@ -231,90 +202,8 @@ func (w *worker) process(b *batch) {
 		}
 		w.handle(b, i, rs)
 	}
-	w.flush()
-	now := b.now // b belongs to its reader again after release
-	b.release()
-	w.housekeeping(now, false)
-}
-
-// flush writes the queued packets of every port.
-func (w *worker) flush() {
-	for port, bufs := range w.out {
-		if len(bufs) == 0 {
-			continue
-		}
-		qs := w.p.ports[port].Queues
-		q := qs[w.id%len(qs)]
-		if q.BatchSize() > 1 && len(bufs) > 1 {
-			w.prepareHeads(bufs, w.outFlow[port])
-		}
-		if _, err := q.Write(bufs, bufOffset); err != nil {
-			w.stats.WriteErrs[port]++
-			w.stats.Drops[DropWrite]++
-		}
-		for i := range bufs {
-			bufs[i] = nil
-		}
-		w.out[port] = bufs[:0]
-		w.outFlow[port] = w.outFlow[port][:0]
-	}
-}
-
-// prepareHeads copies the first packet of every coalescable flow of a
-// write batch into a big buffer: the device's GRO appends the flow's
-// following segments to it, which needs room a read buffer does not have.
-// It costs one copy per flow per batch.
-func (w *worker) prepareHeads(bufs [][]byte, flows []uint64) {
-	w.seen.reset()
-	nh := 0
-	for i, f := range flows {
-		if f == 0 || cap(bufs[i]) >= bigSize || !w.seen.add(f) {
-			continue
-		}
-		if nh == len(w.heads) {
-			w.heads = append(w.heads, make([]byte, bigSize))
-		}
-		h := w.heads[nh][:len(bufs[i])]
-		nh++
-		copy(h, bufs[i])
-		bufs[i] = h
-	}
-}
-
-// headSet is a small set of flow hashes for one write batch.
-type headSet struct {
-	slots [256]uint64
-	used  [256]uint8
-	n     int
-}
-
-func (s *headSet) reset() {
-	for _, i := range s.used[:s.n] {
-		s.slots[i] = 0
-	}
-	s.n = 0
-}
-
-// add inserts f and reports whether it was new. A full set answers false
-// (no more heads are prepared for this batch).
-func (s *headSet) add(f uint64) bool {
-	i := uint8(f)
-	for probe := 0; probe < 256; probe++ {
-		switch s.slots[i] {
-		case f:
-			return false
-		case 0:
-			if s.n == len(s.used) {
-				return false
-			}
-			s.slots[i] = f
-			s.used[s.n] = i
-			s.n++
-			return true
-		}
-		i++
-	}
-	return false
+	w.out = nil
+	w.housekeeping(b.now, false)
 }
 
 // emit queues a packet (a slice with bufOffset bytes of headroom before
@@ -326,32 +215,14 @@ func (w *worker) emit(port int, buf []byte) {
 // emitFlow is emit for a forwarded packet that the device may coalesce
 // with the other segments of flow (a hash, 0 for none).
 func (w *worker) emitFlow(port int, buf []byte, flow uint64) {
-	w.out[port] = append(w.out[port], buf)
-	w.outFlow[port] = append(w.outFlow[port], flow)
+	w.out.add(port, w.id, buf, flow)
 	w.stats.TxPackets[port]++
 	w.stats.TxBytes[port] += uint64(len(buf) - bufOffset)
 }
 
-// scratch returns a buffer of n bytes plus headroom from the worker's arena.
-func (w *worker) scratch(n int) []byte {
-	need := bufOffset + n
-	if len(w.arena)+need > cap(w.arena) {
-		if cap(w.arena) == 0 || len(w.arena) == 0 {
-			w.arena = make([]byte, 0, max(256<<10, 2*need))
-		} else {
-			// Earlier packets still reference the arena: write them out
-			// first, then reuse it.
-			w.flush()
-			w.arena = w.arena[:0]
-			if need > cap(w.arena) {
-				w.arena = make([]byte, 0, 2*need)
-			}
-		}
-	}
-	s := w.arena[len(w.arena) : len(w.arena)+need]
-	w.arena = w.arena[:len(w.arena)+need]
-	return s
-}
+// scratch returns a buffer of n bytes plus headroom for a packet the
+// worker builds.
+func (w *worker) scratch(n int) []byte { return w.out.scratch(n) }
 
 // handle runs one packet through the pipeline.
 func (w *worker) handle(b *batch, i int, rs *filter.Ruleset) {
