@@ -8,32 +8,33 @@
 // the connection's helper and confirmation, then queues the packet for a
 // batched write to its output device.
 //
-//	device queue ──Read──▶ reader ──decode, defrag, steer──▶ worker w
-//	                                                        │ prerouting chain
-//	                                                        │ conntrack.Track
-//	                                                        │ route, TTL, MTU
-//	                                                        │ forward/input chain
-//	                                                        │ helper, confirm
-//	device queue ◀──Write (batched, GRO)────────────────────┘
+//	device queue ──Read──▶ reader ──decode, defrag, steer──▶ worker w (mutex held)
+//	                         │                              │ prerouting chain
+//	                         │                              │ conntrack.Track
+//	                         │                              │ route, TTL, MTU
+//	                         │                              │ forward/input chain
+//	                         │                              │ helper, confirm
+//	                         │◀──── packets to write ───────┘
+//	device queue ◀──Write (batched, GRO; no worker held)
 //
 // Run to completion: the reader that read a batch runs the batch's
-// workers itself, on its own goroutine, whenever it can take them (a
-// worker's mutex, tried without waiting, per batch) and has no earlier
-// batch still queued to them; only a worker busy with another reader's
-// batch gets the batch through its queue, processed by the worker's own
-// goroutine. With one queue per worker the kernel's TUN flow steering
-// keeps each flow on the queue its replies are written to (worker w
-// writes to queue w), so in the steady state a reader runs its own
-// worker and most packets never change goroutine between Read and Write,
-// as in a bare TUN-to-TUN forwarder; the two readers of a flow's two
-// directions (one per device) meet at its worker and take turns.
+// workers itself, on its own goroutine, holding each worker's mutex while
+// it processes that worker's packets of the batch (and waiting for it
+// when another reader holds it), then writes what the workers emitted,
+// holding none. A packet never changes goroutine between Read and Write,
+// as in a bare TUN-to-TUN forwarder, and nothing is queued between
+// goroutines: when the workers cannot keep up, the readers fall behind
+// and the kernel's device queues absorb (or drop) the excess, as for any
+// slow device. Worker w writes to queue w of each device; with one queue
+// per worker and several readers per device, the workers' tables are
+// processed in parallel. The worker's own goroutine runs only control
+// calls (Do) and idle housekeeping.
 //
 // Nothing on the per-packet path takes a lock or does an atomic
-// read-modify-write: ownership of a worker is taken once per batch, and a
-// batch carries a reference count that each worker it was sent to
-// decrements once. The rule set is an immutable value behind an atomic
-// pointer, loaded once per batch. Expectations are the only shared table,
-// consulted on the miss path.
+// read-modify-write: a worker's mutex is taken once per batch. The rule
+// set is an immutable value behind an atomic pointer, loaded once per
+// batch. Expectations are the only shared table, consulted on the miss
+// path.
 //
 // Control-plane work on a worker's table (listing, deleting, statistics)
 // runs on the worker's goroutine through Do, between batches (holding the
