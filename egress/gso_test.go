@@ -29,7 +29,7 @@ func superSegment(v6 bool, payload int, flags uint8) []byte {
 		b[0], b[8], b[9] = 0x45, 64, 6
 		binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
 		binary.BigEndian.PutUint16(b[4:], 0xfff0) // wraps while cutting
-		b[6] = 0x40                              // DF
+		b[6] = 0x40                               // DF
 		copy(b[12:], []byte{10, 0, 2, 2})
 		copy(b[16:], []byte{10, 0, 2, 100})
 		packet.SetIPv4Checksum(b)
