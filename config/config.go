@@ -106,6 +106,12 @@ type Device struct {
 	Queues      int  // 0: one per worker
 	Offload     bool // GSO/GRO offloads (virtio-net header)
 	FD          int  // an inherited, already open TUN fd to adopt; 0 = create by name
+	// LauncherSocket: wait for `router tun-launch` to pass the TUN
+	// descriptor over this Unix socket (rootless; see egress.go).
+	LauncherSocket string
+	// Egress is set for kind = "egress" (egress.go); MTU 0 then means
+	// the largest MTU of the TUN devices.
+	Egress *Egress
 }
 
 // Route sends a destination prefix to a device (longest prefix wins).
@@ -183,6 +189,19 @@ type fileDevice struct {
 	Queues          int      `toml:"queues"`
 	Offload         *bool    `toml:"offload"`
 	FD              *int     `toml:"fd"`
+	LauncherSocket  string   `toml:"launcher_socket"`
+	// kind = "egress" (egress.go)
+	Gateway           strList       `toml:"gateway"`
+	HostLoopback      *bool         `toml:"host_loopback"`
+	DNS               strList       `toml:"dns"`
+	DNSUpstream       strList       `toml:"dns_upstream"`
+	MaxFlows          *int          `toml:"max_flows"`
+	TCPBuffer         *int          `toml:"tcp_buffer"`
+	SocketBuffer      *int          `toml:"socket_buffer"`
+	Ping              *bool         `toml:"ping"`
+	DialTimeout       duration      `toml:"dial_timeout"`
+	HalfClosedTimeout duration      `toml:"half_closed_timeout"`
+	Forward           []fileForward `toml:"forward"`
 }
 
 type fileRoute struct {
@@ -519,9 +538,9 @@ func (c *collector) devices(ds []fileDevice, cfg *Config) {
 		switch fd.Kind {
 		case "":
 			d.Kind = "tun"
-		case "tun":
+		case "tun", "egress":
 		default:
-			c.errorf(pathJoin(path, "kind"), "unknown device kind %q (want tun)", fd.Kind)
+			c.errorf(pathJoin(path, "kind"), "unknown device kind %q (want tun or egress)", fd.Kind)
 		}
 		if fd.Netns != "" && !strings.HasPrefix(fd.Netns, "/") && strings.Contains(fd.Netns, "/") {
 			c.errorf(pathJoin(path, "netns"), "netns %q must be an absolute path (/run/netns/NAME, /proc/PID/ns/net) or a name under /run/netns", fd.Netns)
@@ -615,11 +634,13 @@ func (c *collector) devices(ds []fileDevice, cfg *Config) {
 				c.errorf(pathJoin(path, "mtu"), "mtu %d is below 1280, the IPv6 minimum, but the device has IPv6 addresses", d.MTU)
 			}
 		}
+		c.deviceKind(path, &fd, &d)
 		cfg.Devices = append(cfg.Devices, d)
 	}
 	if len(ds) == 0 {
 		c.errorf("device", "no [[device]] is defined; the router needs at least one")
 	}
+	c.egressChecks(cfg)
 	// Routes are checked against the connected networks here too.
 	c.connected = nil
 	for _, o := range conns {
