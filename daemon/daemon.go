@@ -55,6 +55,8 @@ type Settings struct {
 	TraceFile string
 	// QueueDepth is the per-worker queue length in batches (0: default).
 	QueueDepth int
+	// SplitGSO: see pipeline.Config.SplitGSO (benchmarks, debugging).
+	SplitGSO bool
 	// StateFile, when set, is where the connections are saved on a
 	// graceful stop and restored from on start, so that established
 	// connections survive a restart.
@@ -196,6 +198,7 @@ func (d *Daemon) build() error {
 		LocalAddrs: s.LocalAddrs,
 		Defrag:     s.Defrag,
 		QueueDepth: s.QueueDepth,
+		SplitGSO:   s.SplitGSO,
 		Tracer:     tracer,
 		Events:     d.events,
 		Logger:     d.log,
@@ -262,7 +265,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for i, dev := range d.devs {
 		go d.watch(i, dev)
 	}
-	d.log.Info("router running", "workers", d.pipe.Workers(), "devices", len(d.devs),
+	d.log.Info("router running", "workers", d.pipe.Workers(), "devices", len(d.devs), "gso_passthrough", d.pipe.Offload(),
 		"control_socket", d.set.ControlSocket, "config", d.path)
 	sdnotify.SdNotify(false, sdnotify.SdNotifyReady)
 	for {

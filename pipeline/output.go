@@ -1,6 +1,10 @@
 package pipeline
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/tunrouter/router/packet"
+)
 
 // output collects the packets that the workers a reader runs emit for one
 // batch, per output device queue, and writes them once the workers are
@@ -33,6 +37,7 @@ type output struct {
 type outList struct {
 	bufs [][]byte
 	flow []uint64
+	offl []packet.Offload // with Pipeline.offload: each packet's metadata
 }
 
 type outRef struct{ port, queue int }
@@ -47,7 +52,7 @@ func newOutput(p *Pipeline) *output {
 
 // add queues buf (with bufOffset bytes of headroom) for worker w's queue
 // of port.
-func (o *output) add(port, w int, buf []byte, flow uint64) {
+func (o *output) add(port, w int, buf []byte, flow uint64, off *packet.Offload) {
 	ls := o.lists[port]
 	q := w % len(ls)
 	l := &ls[q]
@@ -55,7 +60,11 @@ func (o *output) add(port, w int, buf []byte, flow uint64) {
 		o.dirty = append(o.dirty, outRef{port, q})
 	}
 	l.bufs = append(l.bufs, buf)
-	l.flow = append(l.flow, flow)
+	if o.p.offload {
+		l.offl = append(l.offl, *off)
+	} else {
+		l.flow = append(l.flow, flow)
+	}
 }
 
 // flush writes every queued packet and empties the arena.
@@ -63,14 +72,20 @@ func (o *output) flush() {
 	for _, ref := range o.dirty {
 		l := &o.lists[ref.port][ref.queue]
 		q := o.p.ports[ref.port].Queues[ref.queue]
-		if q.BatchSize() > 1 && len(l.bufs) > 1 {
-			o.prepareHeads(l.bufs, l.flow)
+		var err error
+		if o.p.offload {
+			_, err = q.(OffloadDevice).WriteOffload(l.bufs, l.offl, bufOffset)
+		} else {
+			if q.BatchSize() > 1 && len(l.bufs) > 1 {
+				o.prepareHeads(l.bufs, l.flow)
+			}
+			_, err = q.Write(l.bufs, bufOffset)
 		}
-		if _, err := q.Write(l.bufs, bufOffset); err != nil {
+		if err != nil {
 			o.writeErrs[ref.port].Add(1)
 		}
 		clear(l.bufs)
-		l.bufs, l.flow = l.bufs[:0], l.flow[:0]
+		l.bufs, l.flow, l.offl = l.bufs[:0], l.flow[:0], l.offl[:0]
 	}
 	o.dirty = o.dirty[:0]
 	o.arena = o.arena[:0]

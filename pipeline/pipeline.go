@@ -14,6 +14,7 @@ import (
 	"github.com/tunrouter/router/conntrack"
 	"github.com/tunrouter/router/defrag"
 	"github.com/tunrouter/router/filter"
+	"github.com/tunrouter/router/packet"
 )
 
 // Device is the subset of golang.zx2c4.com/wireguard/tun.Device the
@@ -27,6 +28,23 @@ type Device interface {
 	Write(bufs [][]byte, offset int) (int, error)
 	// BatchSize is the most packets one Read can return.
 	BatchSize() int
+}
+
+// OffloadDevice is a Device that can also move packets with their offload
+// metadata (a TUN queue with a virtio-net header, see tundev): GSO
+// super-packets whole and partial checksums as they are, as the kernel
+// forwards them. When every queue of every port can, the pipeline reads
+// and writes only this way (unless Config.SplitGSO): no segmentation on
+// read, no checksum completion, verification or coalescing on the way.
+type OffloadDevice interface {
+	Device
+	// Offloading reports whether the two methods below work.
+	Offloading() bool
+	// ReadOffload is Read with each packet's metadata in offs; a packet
+	// may be a GSO super-packet of up to 64 KiB.
+	ReadOffload(bufs [][]byte, sizes []int, offs []packet.Offload, offset int) (int, error)
+	// WriteOffload is Write with each packet's metadata.
+	WriteOffload(bufs [][]byte, offs []packet.Offload, offset int) (int, error)
 }
 
 // Port is one device as the pipeline sees it.
@@ -62,6 +80,12 @@ type Config struct {
 	// through the input chain, and echo requests to them are answered.
 	LocalAddrs []netip.Addr
 	Defrag     defrag.Config
+	// SplitGSO makes the pipeline use the devices' Read and Write even
+	// when they are all OffloadDevices: GSO super-packets are cut into
+	// segments on read, coalesced again on write, and every transport
+	// checksum is completed on read (and verified by conntrack when its
+	// Checksum setting is on). For comparison and debugging.
+	SplitGSO bool
 	// QueueDepth is not used any more: readers run their workers
 	// themselves (see the package comment) and no worker has a queue. It
 	// stays so that existing configurations keep working.
@@ -90,6 +114,9 @@ type Pipeline struct {
 	seed    uint64
 	clock   func() int64
 	log     *slog.Logger
+	// offload: every queue is an OffloadDevice with its metadata on, and
+	// SplitGSO is off: packets are read and written whole.
+	offload bool
 
 	readerWG sync.WaitGroup
 	workerWG sync.WaitGroup
@@ -182,6 +209,7 @@ func New(cfg Config) (*Pipeline, error) {
 		p.mtus[i].Store(int32(port.MTU))
 	}
 	p.rules.Store(cfg.Rules)
+	p.offload = !cfg.SplitGSO && allOffload(cfg.Ports)
 	perWorker := 0
 	if cfg.Conntrack.Max > 0 {
 		perWorker = (cfg.Conntrack.Max + cfg.Workers - 1) / cfg.Workers
@@ -197,6 +225,23 @@ func New(cfg Config) (*Pipeline, error) {
 	}
 	return p, nil
 }
+
+// allOffload reports whether every queue of every port moves packets with
+// their offload metadata.
+func allOffload(ports []Port) bool {
+	for _, port := range ports {
+		for _, q := range port.Queues {
+			if o, ok := q.(OffloadDevice); !ok || !o.Offloading() {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Offload reports whether the pipeline moves packets whole with their
+// offload metadata (see OffloadDevice).
+func (p *Pipeline) Offload() bool { return p.offload }
 
 // Start launches the workers and readers.
 func (p *Pipeline) Start() {

@@ -22,8 +22,9 @@ type batch struct {
 	bufs  [][]byte // packet i is bufs[i][bufOffset:bufOffset+sizes[i]]
 	sizes []int
 	pkts  []packet.Parsed
-	owner []uint8  // worker of packet i, or noOwner
-	frag  []uint16 // for reassembled datagrams: the largest fragment's size, else 0
+	owner []uint8          // worker of packet i, or noOwner
+	frag  []uint16         // for reassembled datagrams: the largest fragment's size, else 0
+	offl  []packet.Offload // offload metadata (Pipeline.offload; else zero)
 	// slot keeps the read buffer of a slot that holds a reassembled
 	// datagram in a big buffer instead (nil otherwise); the reader swaps
 	// it back before the next Read.
@@ -32,6 +33,11 @@ type batch struct {
 
 const noOwner = 0xff
 
+// offloadBatch is the most packets a reader takes per batch from a device
+// with offload metadata: the first is waited for, the others are those
+// already queued in the kernel.
+const offloadBatch = 32
+
 func newBatch(size, slot int) *batch {
 	b := &batch{
 		bufs:  make([][]byte, size),
@@ -39,6 +45,7 @@ func newBatch(size, slot int) *batch {
 		pkts:  make([]packet.Parsed, size),
 		owner: make([]uint8, size),
 		frag:  make([]uint16, size),
+		offl:  make([]packet.Offload, size),
 		slot:  make([][]byte, size),
 	}
 	mem := make([]byte, size*slot)
@@ -71,13 +78,17 @@ type readerStats struct {
 }
 
 func newReader(p *Pipeline, port, queue int, dev Device) *reader {
-	size := dev.BatchSize()
+	size, slot := dev.BatchSize(), slotSize(p.ports)
 	if size < 1 {
 		size = 1
 	}
+	if p.offload {
+		// Whole GSO packets: fewer, bigger slots.
+		size, slot = offloadBatch, bigSize
+	}
 	return &reader{
 		p: p, port: port, queue: queue, dev: dev,
-		b:    newBatch(size, slotSize(p.ports)),
+		b:    newBatch(size, slot),
 		out:  newOutput(p),
 		defr: defrag.New(p.cfg.Defrag),
 	}
@@ -98,7 +109,13 @@ func (r *reader) run() {
 			}
 			b.bufs[i] = b.bufs[i][:cap(b.bufs[i])]
 		}
-		n, err := r.dev.Read(b.bufs, b.sizes, bufOffset)
+		var n int
+		var err error
+		if r.p.offload {
+			n, err = r.dev.(OffloadDevice).ReadOffload(b.bufs, b.sizes, b.offl, bufOffset)
+		} else {
+			n, err = r.dev.Read(b.bufs, b.sizes, bufOffset)
+		}
 		if r.p.closed.Load() {
 			return
 		}

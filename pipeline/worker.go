@@ -209,13 +209,17 @@ func (w *worker) process(b *batch, out *output) {
 // emit queues a packet (a slice with bufOffset bytes of headroom before
 // it) for writing to port.
 func (w *worker) emit(port int, buf []byte) {
-	w.emitFlow(port, buf, 0)
+	w.emitOffload(port, buf, 0, &noOffload)
 }
 
-// emitFlow is emit for a forwarded packet that the device may coalesce
-// with the other segments of flow (a hash, 0 for none).
-func (w *worker) emitFlow(port int, buf []byte, flow uint64) {
-	w.out.add(port, w.id, buf, flow)
+// noOffload is the metadata of a plain packet with a complete checksum.
+var noOffload packet.Offload
+
+// emitOffload is emit for a forwarded packet: the device may coalesce
+// it with the other segments of flow (a hash, 0 for none; devices without
+// offload metadata), or it keeps its offload metadata off (devices with).
+func (w *worker) emitOffload(port int, buf []byte, flow uint64, off *packet.Offload) {
+	w.out.add(port, w.id, buf, flow, off)
 	w.stats.TxPackets[port]++
 	w.stats.TxBytes[port] += uint64(len(buf) - bufOffset)
 }
@@ -269,7 +273,9 @@ func (w *worker) handle(b *batch, i int, rs *filter.Ruleset) {
 	if untracked {
 		r.Info = conntrack.Untracked
 	} else {
-		r = w.table.Track(p, conntrack.TrackArgs{Now: now, Helper: helper})
+		// A partial checksum (the host's stack made the packet) or one
+		// the sender verified is not verified again, as in Linux.
+		r = w.table.Track(p, conntrack.TrackArgs{Now: now, Helper: helper, ChecksumVerified: b.offl[i].ChecksumKnownGood()})
 		if r.Drop() {
 			w.drop(DropTableFull, p, tr, r)
 			return
@@ -309,7 +315,8 @@ func (w *worker) handle(b *batch, i int, rs *filter.Ruleset) {
 			return
 		}
 		mtu := w.p.mtu(out)
-		size := p.Length
+		// A GSO super-packet leaves as its segments: they must fit.
+		size := b.offl[i].SegmentLen(p.Length)
 		if f := int(b.frag[i]); f != 0 {
 			size = f
 		}
@@ -354,14 +361,27 @@ func (w *worker) handle(b *batch, i int, rs *filter.Ruleset) {
 	if f := int(b.frag[i]); f != 0 && f < limit {
 		limit = f
 	}
-	if p.Length > limit {
+	off := &b.offl[i]
+	switch {
+	case off.GSO != packet.GSONone && off.SegmentLen(p.Length) > limit:
+		// Segments too big for the link, and the packet may be
+		// fragmented (IPv4 without DF): the kernel would cut it into
+		// segments and fragment those; the router does not cut GSO
+		// packets.
+		w.drop(DropTooBig, p, tr, r)
+		return
+	case off.GSO == packet.GSONone && p.Length > limit:
+		if off.NeedsCsum {
+			// Fragments cannot carry a partial checksum.
+			p.SetL4Checksum()
+		}
 		w.fragment(out, buf[bufOffset:], limit)
-	} else {
+	default:
 		var flow uint64
 		if (p.Proto == packet.TCP || p.Proto == packet.UDP) && p.PayloadLen() > 0 {
 			flow = p.Key.Hash(w.p.seed) | 1
 		}
-		w.emitFlow(out, buf, flow)
+		w.emitOffload(out, buf, flow, off)
 	}
 	if tr != nil {
 		w.trace.Out = out

@@ -69,7 +69,8 @@ type Device struct {
 // wireguard's.
 type queue struct {
 	tun.Device
-	d *Device
+	d  *Device
+	rd offloadReader // ReadOffload's state (offload_io_linux.go)
 }
 
 func (q *queue) MTU() (int, error) { return q.d.MTU() }

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+
+	"github.com/tunrouter/router/daemon"
 )
 
 // pprofEnv names the environment variable that turns on the profiling
@@ -34,4 +36,13 @@ func startPprof(log *slog.Logger) {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	log.Info("pprof endpoint", "addr", ln.Addr().String())
 	go http.Serve(ln, mux)
+}
+
+// benchKnobs applies the measuring knobs of the environment to the
+// settings: ROUTER_SPLIT_GSO=1 turns GSO pass-through off (see
+// pipeline.Config.SplitGSO), for before/after comparisons.
+func benchKnobs(s *daemon.Settings) {
+	if os.Getenv("ROUTER_SPLIT_GSO") != "" {
+		s.SplitGSO = true
+	}
 }

@@ -48,6 +48,9 @@ func cmdRun(args []string) int {
 		if err == nil && *trace != "" {
 			s.TraceFile = *trace
 		}
+		if err == nil {
+			benchKnobs(s)
+		}
 		return s, warns, err
 	}
 	startPprof(log)
