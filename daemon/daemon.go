@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"github.com/tunrouter/router/conntrack"
 	"github.com/tunrouter/router/control"
 	"github.com/tunrouter/router/defrag"
+	"github.com/tunrouter/router/egress"
 	"github.com/tunrouter/router/filter"
 	"github.com/tunrouter/router/helpers/ftp"
 	"github.com/tunrouter/router/pipeline"
@@ -69,6 +71,12 @@ type Device struct {
 	// Addr4 and Addr6 are the source addresses of the ICMP errors the
 	// router sends on this link (optional).
 	Addr4, Addr6 netip.Addr
+	// Egress, when set, makes this an egress device (package egress)
+	// instead of a TUN device; of Config only Name is used.
+	Egress *egress.Config
+	// LauncherSocket: the TUN descriptor comes from `router tun-launch`
+	// over this Unix socket (rootless; see launch_linux.go).
+	LauncherSocket string
 }
 
 // Route sends a prefix to a device, by name.
@@ -88,6 +96,7 @@ type Daemon struct {
 	log    *slog.Logger
 	set    *Settings
 	devs   []*tundev.Device
+	others []io.Closer // egress devices and TUN devices from launchers (egress.go)
 	pipe   *pipeline.Pipeline
 	ftp    *ftp.Helper
 	ctl    *control.Server
@@ -126,6 +135,16 @@ func (d *Daemon) build() error {
 	ports := make([]pipeline.Port, 0, len(s.Devices))
 	index := map[string]int{}
 	for i, dc := range s.Devices {
+		if port, c, ok, err := d.openSpecial(dc); ok {
+			if err != nil {
+				return fmt.Errorf("device %s: %w", dc.Name, err)
+			}
+			d.others = append(d.others, c)
+			ports = append(ports, port)
+			index[dc.Name] = i
+			d.ifs = append(d.ifs, dc.Name)
+			continue
+		}
 		dev, err := tundev.Open(dc.Config)
 		if err != nil {
 			return fmt.Errorf("device %s: %w", dc.Name, err)
@@ -421,6 +440,10 @@ func (d *Daemon) Close() {
 		}
 	}
 	d.devs = nil
+	for _, c := range d.others {
+		c.Close()
+	}
+	d.others = nil
 	if d.trace != nil {
 		d.trace.Close()
 		d.trace = nil

@@ -64,11 +64,22 @@ func FromConfig(c *config.Config) (*Settings, error) {
 		s.Routes = append(s.Routes, Route{Prefix: r.To, Device: r.Device})
 	}
 	for _, d := range c.Devices {
+		if d.Egress != nil {
+			e := egressSettings(c, d, workers)
+			s.Devices = append(s.Devices, Device{Config: tundev.Config{Name: d.Name, MTU: e.MTU}, Egress: e})
+			for _, r := range egressRoutes(d.Name, e) {
+				if !explicit[r.Prefix] {
+					explicit[r.Prefix] = true
+					s.Routes = append(s.Routes, r)
+				}
+			}
+			continue
+		}
 		queues := d.Queues
 		if queues <= 0 {
 			queues = workers
 		}
-		if d.FD != 0 {
+		if d.FD != 0 || d.LauncherSocket != "" {
 			queues = 1
 		}
 		queues = min(queues, tundev.MaxQueues)
@@ -82,7 +93,7 @@ func FromConfig(c *config.Config) (*Settings, error) {
 			NoOffload: !d.Offload,
 			FD:        d.FD,
 			Up:        true,
-		}}
+		}, LauncherSocket: d.LauncherSocket}
 		for _, a := range d.RouterAddrs {
 			if a.Is4() && !dev.Addr4.IsValid() {
 				dev.Addr4 = a

@@ -8,6 +8,7 @@
 //	router stats                    device and drop counters
 //	router reload                   reload the running router's configuration
 //	router doctor [--netns PATH]    check that this machine can run the router
+//	router tun-launch --socket PATH -- CMD   create a TUN device for a rootless router
 //	router version
 package main
 
@@ -44,6 +45,8 @@ func run(args []string) int {
 		return cmdReload(rest)
 	case "doctor":
 		return cmdDoctor(rest)
+	case "tun-launch":
+		return cmdTunLaunch(rest)
 	case "version", "-version", "--version":
 		fmt.Println("router", version)
 		return 0
@@ -67,6 +70,7 @@ func usage() {
   stats  [--socket PATH]
   reload [--socket PATH]
   doctor [--netns PATH]
+  tun-launch --socket PATH [-- COMMAND [ARGS]]   (rootless: inside the namespace, see README)
   version
 `)
 }
