@@ -38,7 +38,17 @@ type offloadReader struct {
 	n      int
 	err    error
 	rawErr error // SyscallConn's error, if any
+	// idle counts the batches since a non-blocking read last found a
+	// packet. A read that finds nothing costs a system call; under light
+	// load (every packet read alone) the reader only probes every
+	// probeEvery batches.
+	idle int
 }
+
+// probeEvery: a reader whose non-blocking reads keep finding nothing
+// tries one every probeEvery batches (a load that builds up a queue is
+// seen within that many packets).
+const probeEvery = 8
 
 func (r *offloadReader) tryRead(fd uintptr) bool {
 	r.n, r.err = unix.Read(int(fd), r.buf)
@@ -50,7 +60,8 @@ func (r *offloadReader) tryRead(fd uintptr) bool {
 // and offs[i] its metadata. The header is read into the offset bytes
 // before the packet (offset must be at least the header's 10 bytes), so
 // nothing is copied. The first packet is waited for; the others are taken
-// only if the kernel has them queued already. A buffer should hold
+// only if the kernel has them queued already (looked for at every call
+// while that finds packets, else every few calls). A buffer should hold
 // offset+65535 bytes: a GSO packet is not cut.
 func (q *queue) ReadOffload(bufs [][]byte, sizes []int, offs []packet.Offload, offset int) (int, error) {
 	if !q.d.vnetHdr {
@@ -88,6 +99,11 @@ func (q *queue) ReadOffload(bufs [][]byte, sizes []int, offs []packet.Offload, o
 	if r.rawErr != nil {
 		return got, nil
 	}
+	if r.idle > 0 && r.idle%probeEvery != 0 {
+		r.idle++
+		return got, nil
+	}
+	first := got
 	for got < len(bufs) {
 		r.buf = bufs[got][offset-virtioNetHdrLen:]
 		if err := r.rc.Read(r.try); err != nil {
@@ -102,6 +118,11 @@ func (q *queue) ReadOffload(bufs [][]byte, sizes []int, offs []packet.Offload, o
 		}
 		sizes[got] = r.n - virtioNetHdrLen
 		got++
+	}
+	if got > first {
+		r.idle = 0
+	} else {
+		r.idle++
 	}
 	return got, nil
 }

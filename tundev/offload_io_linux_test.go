@@ -213,3 +213,64 @@ func TestOffloadIONoAllocs(t *testing.T) {
 		t.Fatalf("%.1f allocations per read+write", n)
 	}
 }
+
+// TestOffloadIOBatches: packets already queued in the kernel come in one
+// ReadOffload; after reads that found nothing more, a queue that builds up
+// is still taken in batches within a few calls.
+func TestOffloadIOBatches(t *testing.T) {
+	tundevtest.RequirePrivileges(t)
+	d, nsPath := openRouted(t, false, 1)
+	q := d.Queues()[0].(offloadIO)
+	c := udpFromNetns(t, nsPath, netip.AddrPortFrom(remote4, 9995))
+	const offset, batch = 16, 32
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, offset+65535)
+	}
+	sizes := make([]int, batch)
+	offs := make([]packet.Offload, batch)
+	ours := func(n int) int {
+		k := 0
+		for i := 0; i < n; i++ {
+			var p packet.Parsed
+			p.Decode(bufs[i][offset : offset+sizes[i]])
+			if p.Proto == packet.UDP && p.Key.DstPort == 9995 {
+				k++
+			}
+		}
+		return k
+	}
+	burst := func(n int) {
+		for i := 0; i < n; i++ {
+			if _, err := c.Write([]byte{byte(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Light load: one packet per call, so the reader stops looking for
+	// more at every call.
+	for i := 0; i < 3*probeEvery; i++ {
+		burst(1)
+		n, err := q.ReadOffload(bufs, sizes, offs, offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ours(n) != 1 {
+			t.Fatalf("light load: read %d of our packets, want 1", ours(n))
+		}
+	}
+	// A queue builds up: within probeEvery calls a call takes several.
+	burst(2 * batch * probeEvery)
+	most, total := 0, 0
+	for i := 0; i <= probeEvery; i++ {
+		n, err := q.ReadOffload(bufs, sizes, offs, offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := ours(n)
+		most, total = max(most, k), total+k
+	}
+	if most < 2 {
+		t.Fatalf("queued packets read one per call (%d in %d calls)", total, probeEvery+1)
+	}
+}
