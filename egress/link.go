@@ -5,7 +5,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -361,35 +360,9 @@ func (q *Queue) Write(bufs [][]byte, offset int) (int, error) {
 	defer q.wmu.Unlock()
 	q.gro.Dispatcher = d
 	for _, b := range bufs {
-		if len(b) <= offset {
-			continue
+		if len(b) > offset {
+			q.inject(b[offset:], false)
 		}
-		p := b[offset:]
-		var proto tcpip.NetworkProtocolNumber
-		switch p[0] >> 4 {
-		case 4:
-			proto = header.IPv4ProtocolNumber
-		case 6:
-			proto = header.IPv6ProtocolNumber
-		default:
-			q.ep.st.malformed.Add(1)
-			continue
-		}
-		// Netstack trusts the checksums (see Capabilities): check them.
-		q.parsed.Decode(p)
-		if q.parsed.Err.IsIPLevel() || !q.parsed.L4ChecksumValid() {
-			q.ep.st.badChecksum.Add(1)
-			continue
-		}
-		if q.dev.ping != nil && isEchoRequest(p) {
-			q.dev.ping.request(p)
-			continue
-		}
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
-		pkt.NetworkProtocolNumber = proto
-		pkt.RXChecksumValidated = true
-		q.gro.Enqueue(pkt)
-		pkt.DecRef()
 	}
 	q.gro.Flush()
 	return len(bufs), nil

@@ -19,6 +19,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/tunrouter/router/packet"
 )
 
 // The tests wire a client netstack (the "inside", 10.0.2.100 and
@@ -49,7 +51,12 @@ func baseConfig() Config {
 
 // newRig starts an egress device with cfg and a client stack attached to
 // its queues (packets of the client go to queue 0; all queues are read).
-func newRig(t testing.TB, cfg Config, mtu int) *rig {
+func newRig(t testing.TB, cfg Config, mtu int) *rig { return newRigMode(t, cfg, mtu, false) }
+
+// newRigMode is newRig; with offload the queues are used through their
+// offload methods, and what the egress reads is segmented and checksummed
+// the way the kernel treats a virtio-net header (kernelSegments).
+func newRigMode(t testing.TB, cfg Config, mtu int, offload bool) *rig {
 	t.Helper()
 	if cfg.MTU == 0 {
 		cfg.MTU = mtu
@@ -109,7 +116,11 @@ func newRig(t testing.TB, cfg Config, mtu int) *rig {
 			if pkt != nil {
 				pkt.DecRef()
 			}
-			q.Write(bufs, 16)
+			if offload {
+				q.WriteOffload(bufs, make([]packet.Offload, len(bufs)), 16)
+			} else {
+				q.Write(bufs, 16)
+			}
 		}
 	}()
 	// Egress to client.
@@ -119,16 +130,31 @@ func newRig(t testing.TB, cfg Config, mtu int) *rig {
 			defer r.wg.Done()
 			bufs := make([][]byte, q.BatchSize())
 			for i := range bufs {
-				bufs[i] = make([]byte, 16+mtu+64)
+				bufs[i] = make([]byte, 16+65536)
 			}
 			sizes := make([]int, len(bufs))
+			offs := make([]packet.Offload, len(bufs))
 			for {
-				n, err := q.Read(bufs, sizes, 16)
+				var n int
+				var err error
+				if offload {
+					n, err = q.ReadOffload(bufs, sizes, offs, 16)
+				} else {
+					n, err = q.Read(bufs, sizes, 16)
+				}
 				if err != nil {
 					return
 				}
+				var pkts [][]byte
 				for i := 0; i < n; i++ {
 					p := bufs[i][16 : 16+sizes[i]]
+					if offload {
+						pkts = append(pkts, kernelSegments(t, p, offs[i])...)
+					} else {
+						pkts = append(pkts, p)
+					}
+				}
+				for _, p := range pkts {
 					proto := ipv4.ProtocolNumber
 					if p[0]>>4 == 6 {
 						proto = ipv6.ProtocolNumber
