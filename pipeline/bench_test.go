@@ -104,9 +104,10 @@ func put32(b []byte, off, csum int, v uint32) {
 // traffic produces the packets of one device queue, one burst (one Read)
 // at a time.
 type traffic interface {
-	// burst writes up to len(bufs) packets at bufs[i][bufOffset:] and
-	// returns their sizes' count.
-	burst(bufs [][]byte, sizes []int) int
+	// burst writes up to len(bufs) packets at bufs[i][bufOffset:], their
+	// sizes and their offload metadata (zero for plain packets: offs
+	// comes zeroed), and returns how many it wrote.
+	burst(bufs [][]byte, sizes []int, offs []packet.Offload) int
 }
 
 // portsFor returns n client ports whose flows the pipeline steers to
@@ -156,7 +157,7 @@ func newTCPBulk(ports []uint16) *tcpBulk {
 	return g
 }
 
-func (g *tcpBulk) burst(bufs [][]byte, sizes []int) int {
+func (g *tcpBulk) burst(bufs [][]byte, sizes []int, offs []packet.Offload) int {
 	f := g.next
 	g.next = (g.next + 1) % len(g.ports)
 	port := g.ports[f]
@@ -189,6 +190,52 @@ func (g *tcpBulk) burst(bufs [][]byte, sizes []int) int {
 	return n
 }
 
+// tcpGSO is tcpBulk as a TUN with offloads hands it over: each burst is
+// one TSO super-packet of gsoSegs full-sized segments (partial checksum,
+// forwarded whole) followed by the server's ACK of it.
+type tcpGSO struct {
+	*tcpBulk
+	gso tmpl
+	off packet.Offload
+}
+
+const gsoSegs = 44 // 44 x 1460 bytes: a 64 KB TSO super-packet
+
+func newTCPGSO(ports []uint16) *tcpGSO {
+	g := &tcpGSO{tcpBulk: newTCPBulk(ports)}
+	c, s := benchCli+":1", benchSrv+":5201"
+	b := pt.TCP4(c, s, pt.TCPOpts{Flags: packet.ACK, Seq: 1, Ack: 5001, Win: 65535, DF: true, Payload: make([]byte, gsoSegs*tcpMSS)})
+	g.gso = newTmpl(b, true)
+	// The checksum field holds the pseudo-header sum alone (over the
+	// segment length, as the kernel leaves it), which the port and
+	// sequence number do not enter: no update when they change.
+	p := pt.MustDecode(b)
+	sum := packet.PseudoHeaderSum(4, &p.Key.Src, &p.Key.Dst, packet.TCP, 20+tcpMSS)
+	binary.BigEndian.PutUint16(b[g.gso.csum:], uint16(sum))
+	g.off = packet.Offload{GSO: packet.GSOTCPv4, GSOSize: tcpMSS, HdrLen: 40, NeedsCsum: true, CsumStart: 20, CsumOffset: 16}
+	return g
+}
+
+func (g *tcpGSO) burst(bufs [][]byte, sizes []int, offs []packet.Offload) int {
+	f := g.next
+	if !g.open[f] || len(bufs) < 2 {
+		return g.tcpBulk.burst(bufs, sizes, offs)
+	}
+	g.next = (g.next + 1) % len(g.ports)
+	port := g.ports[f]
+	b := bufs[0][bufOffset:]
+	sizes[0] = copy(b, g.gso.b)
+	binary.BigEndian.PutUint16(b[g.gso.sport:], port)
+	binary.BigEndian.PutUint32(b[20+4:], g.seq[f])
+	offs[0] = g.off
+	g.seq[f] += gsoSegs * tcpMSS
+	a := bufs[1][bufOffset:]
+	sizes[1] = copy(a, g.ack.b)
+	put16(a, g.ack.sport, g.ack.csum, port)
+	put32(a, 20+8, g.ack.csum, g.seq[f])
+	return 2
+}
+
 // udpFlood is iperf3's UDP test: datagrams of 64 bytes of payload, client
 // to server only (no replies), the flows taking turns per burst.
 type udpFlood struct {
@@ -201,7 +248,7 @@ func newUDPFlood(ports []uint16) *udpFlood {
 	return &udpFlood{t: newTmpl(pt.UDP4(benchCli+":1", benchSrv+":5201", make([]byte, 64)), true), ports: ports}
 }
 
-func (g *udpFlood) burst(bufs [][]byte, sizes []int) int {
+func (g *udpFlood) burst(bufs [][]byte, sizes []int, offs []packet.Offload) int {
 	port := g.ports[g.next]
 	g.next = (g.next + 1) % len(g.ports)
 	for i := range bufs {
@@ -254,7 +301,7 @@ func newTCPConns(ports []uint16) *tcpConns {
 	return g
 }
 
-func (g *tcpConns) burst(bufs [][]byte, sizes []int) int {
+func (g *tcpConns) burst(bufs [][]byte, sizes []int, offs []packet.Offload) int {
 	for i := range bufs {
 		t := &g.t[g.step]
 		b := bufs[i][bufOffset:]
@@ -280,6 +327,8 @@ func (g *tcpConns) burst(bufs [][]byte, sizes []int) int {
 // counts what the pipeline sends.
 type genDev struct {
 	gen     traffic
+	offload bool // an OffloadDevice with its metadata on
+	offs    []packet.Offload
 	burstSz int
 	quota   int // packets left to produce
 	start   chan struct{}
@@ -300,9 +349,33 @@ func (d *genDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		return 0, os.ErrClosed
 	}
 	n := min(d.burstSz, len(bufs), d.quota)
-	n = d.gen.burst(bufs[:n], sizes)
+	n = d.gen.burst(bufs[:n], sizes, d.offs[:n])
 	d.quota -= n
 	return n, nil
+}
+
+func (d *genDev) Offloading() bool { return d.offload }
+
+func (d *genDev) ReadOffload(bufs [][]byte, sizes []int, offs []packet.Offload, offset int) (int, error) {
+	if d.quota <= 0 || d.gen == nil {
+		<-d.stop
+		return 0, os.ErrClosed
+	}
+	select {
+	case <-d.start:
+	case <-d.stop:
+		return 0, os.ErrClosed
+	}
+	n := min(d.burstSz, len(bufs), d.quota)
+	clear(offs[:n])
+	n = d.gen.burst(bufs[:n], sizes, offs[:n])
+	d.quota -= n
+	return n, nil
+}
+
+func (d *genDev) WriteOffload(bufs [][]byte, offs []packet.Offload, offset int) (int, error) {
+	d.written.Add(int64(len(bufs)))
+	return len(bufs), nil
 }
 
 func (d *genDev) Write(bufs [][]byte, offset int) (int, error) {
@@ -315,12 +388,12 @@ func (d *genDev) InterruptRead() error { d.once.Do(func() { close(d.stop) }); re
 
 // newGenDevs returns a constructor of generator devices sharing one start
 // and one stop channel, and a function that closes stop (idempotent).
-func newGenDevs() (mk func(gen traffic, burst, quota int) *genDev, start func(), stop func(), written func() int64) {
+func newGenDevs(offload bool) (mk func(gen traffic, burst, quota int) *genDev, start func(), stop func(), written func() int64) {
 	startc, stopc := make(chan struct{}), make(chan struct{})
 	once := new(sync.Once)
 	var devs []*genDev
 	mk = func(gen traffic, burst, quota int) *genDev {
-		d := &genDev{gen: gen, burstSz: burst, quota: quota, start: startc, stop: stopc, once: once}
+		d := &genDev{gen: gen, offload: offload, offs: make([]packet.Offload, 128), burstSz: burst, quota: quota, start: startc, stop: stopc, once: once}
 		devs = append(devs, d)
 		return d
 	}
@@ -338,8 +411,8 @@ func newGenDevs() (mk func(gen traffic, burst, quota int) *genDev, start func(),
 // workers workers and one queue per worker on each of two ports; port A's
 // queue q carries the flows of worker q. It reports packets per second
 // (total and per worker) and the share dropped.
-func pipeBench(b *testing.B, workers, burst int, mk func(q int) traffic, checksum bool) {
-	mkDev, start, stop, written := newGenDevs()
+func pipeBench(b *testing.B, workers, burst int, mk func(q int) traffic, checksum, offload bool) {
+	mkDev, start, stop, written := newGenDevs(offload)
 	defer stop()
 	ports := []Port{{Name: "a", MTU: 1500}, {Name: "b", MTU: 1500}}
 	for pi := range ports {
@@ -417,31 +490,38 @@ func pipeBench(b *testing.B, workers, burst int, mk func(q int) traffic, checksu
 func BenchmarkPipeline(b *testing.B) {
 	for _, workers := range []int{1, 2} {
 		for _, tc := range []struct {
-			name  string
-			burst int
-			mk    func(q int) traffic
+			name    string
+			burst   int
+			mk      func(q int) traffic
+			offload bool
 		}{
 			{"tcp-bulk/burst=45", 45, func(q int) traffic {
 				return newTCPBulk(portsFor(b, packet.TCP, 5201, q, workers, 4, 40000))
-			}},
+			}, false},
+			{"tcp-gso/burst=2", 2, func(q int) traffic {
+				return newTCPGSO(portsFor(b, packet.TCP, 5201, q, workers, 4, 40000))
+			}, true},
 			{"udp64/burst=128", 128, func(q int) traffic {
 				return newUDPFlood(portsFor(b, packet.UDP, 5201, q, workers, 4, 40000))
-			}},
+			}, false},
 			{"udp64/burst=1", 1, func(q int) traffic {
 				return newUDPFlood(portsFor(b, packet.UDP, 5201, q, workers, 4, 40000))
-			}},
+			}, false},
 			{"tcp-conns/burst=8", 8, func(q int) traffic {
 				return newTCPConns(portsFor(b, packet.TCP, 5300, q, workers, 2000, 1024))
-			}},
+			}, false},
 			{"tcp-conns/burst=1", 1, func(q int) traffic {
 				return newTCPConns(portsFor(b, packet.TCP, 5300, q, workers, 2000, 1024))
-			}},
+			}, false},
 		} {
 			b.Run(fmt.Sprintf("%s/workers=%d", tc.name, workers), func(b *testing.B) {
 				if workers > runtime.GOMAXPROCS(0) {
 					b.Skipf("needs %d CPUs", workers)
 				}
-				pipeBench(b, workers, tc.burst, tc.mk, true)
+				if tc.offload {
+					b.SetBytes(gsoSegs * tcpMSS / 2)
+				}
+				pipeBench(b, workers, tc.burst, tc.mk, true, tc.offload)
 			})
 		}
 	}
@@ -451,8 +531,8 @@ func BenchmarkPipeline(b *testing.B) {
 // one worker's processing on the benchmark's goroutine (what a reader
 // does when it runs its worker itself), the batch refilled from gen every
 // time: the pipeline's CPU cost per packet. ns/op is per packet.
-func workerBench(b *testing.B, burst int, gen traffic, checksum bool) {
-	mkDev, _, stop, written := newGenDevs()
+func workerBench(b *testing.B, burst int, gen traffic, checksum, offload bool) {
+	mkDev, _, stop, written := newGenDevs(offload)
 	defer stop()
 	ports := []Port{{Name: "a", MTU: 1500}, {Name: "b", MTU: 1500}}
 	for pi := range ports {
@@ -477,7 +557,8 @@ func workerBench(b *testing.B, burst int, gen traffic, checksum bool) {
 		for i := range bt.bufs {
 			bt.bufs[i] = bt.bufs[i][:cap(bt.bufs[i])]
 		}
-		n = gen.burst(bt.bufs[:n], bt.sizes)
+		clear(bt.offl[:n])
+		n = gen.burst(bt.bufs[:n], bt.sizes, bt.offl[:n])
 		r.dispatch(bt, n)
 		return n
 	}
@@ -508,13 +589,20 @@ func BenchmarkWorker(b *testing.B) {
 	for _, cs := range []bool{true, false} {
 		csName := map[bool]string{true: "on", false: "off"}[cs]
 		b.Run("tcp-bulk/burst=45/checksum="+csName, func(b *testing.B) {
-			workerBench(b, 45, newTCPBulk(portsFor(b, packet.TCP, 5201, 0, 1, 4, 40000)), cs)
+			workerBench(b, 45, newTCPBulk(portsFor(b, packet.TCP, 5201, 0, 1, 4, 40000)), cs, false)
 		})
 		b.Run("udp64/burst=128/checksum="+csName, func(b *testing.B) {
-			workerBench(b, 128, newUDPFlood(portsFor(b, packet.UDP, 5201, 0, 1, 4, 40000)), cs)
+			workerBench(b, 128, newUDPFlood(portsFor(b, packet.UDP, 5201, 0, 1, 4, 40000)), cs, false)
 		})
 		b.Run("tcp-conns/burst=8/checksum="+csName, func(b *testing.B) {
-			workerBench(b, 8, newTCPConns(portsFor(b, packet.TCP, 5300, 0, 1, 2000, 1024)), cs)
+			workerBench(b, 8, newTCPConns(portsFor(b, packet.TCP, 5300, 0, 1, 2000, 1024)), cs, false)
 		})
 	}
+	// GSO pass-through (offload devices): a packet is a 64 KB TSO
+	// super-packet or its ACK; MB/s is the payload forwarded. Partial
+	// checksums are not verified, whatever conntrack's setting.
+	b.Run("tcp-gso/burst=2", func(b *testing.B) {
+		b.SetBytes(gsoSegs * tcpMSS / 2)
+		workerBench(b, 2, newTCPGSO(portsFor(b, packet.TCP, 5201, 0, 1, 4, 40000)), true, true)
+	})
 }
