@@ -119,13 +119,14 @@ func newOffNet(t *testing.T, split bool) *offNet {
 			{Name: "lan", Queues: []Device{lan}, MTU: 1500, Addr4: netip.MustParseAddr("10.1.0.1")},
 			{Name: "wan", Queues: []Device{wan}, MTU: 1400, Addr4: netip.MustParseAddr("10.2.0.1")},
 		},
-		Routes:    routes,
-		Workers:   2,
-		Conntrack: conntrack.DefaultConfig(),
-		Rules:     gatewayRules(t, 2),
-		Tracer:    tl,
-		ICMPRate:  1e6,
-		SplitGSO:  split,
+		Routes:     routes,
+		Workers:    2,
+		Conntrack:  conntrack.DefaultConfig(),
+		Rules:      gatewayRules(t, 2),
+		LocalAddrs: []netip.Addr{netip.MustParseAddr("10.1.0.1")},
+		Tracer:     tl,
+		ICMPRate:   1e6,
+		SplitGSO:   split,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -300,5 +301,31 @@ func TestOffloadSplitGSO(t *testing.T) {
 	defer n.lan.mu.Unlock()
 	if n.lan.plainIO == 0 {
 		t.Fatal("Read not used")
+	}
+}
+
+// TestOffloadRepliesToPartial: the router answers packets whose checksum
+// is partial (the kernel's reject and ICMP code take CHECKSUM_PARTIAL as
+// good): a rejected SYN gets its reset, a ping to the router its reply.
+func TestOffloadRepliesToPartial(t *testing.T) {
+	n := newOffNet(t, false)
+	syn := pt.TCP4(server+":5555", client+":7", pt.TCPOpts{Flags: packet.SYN, Seq: 77, Win: 65535})
+	n.wan.send(syn, partial(syn, packet.GSONone, 0))
+	got, rst := n.wan.recv(t)
+	if rst.Proto != packet.TCP || rst.TCPFlags != packet.RST|packet.ACK || rst.Ack != 78 || !rst.L4ChecksumValid() {
+		t.Fatalf("reply to the rejected SYN: %v flags %v ack %d checksum ok %v, want a valid RST/ACK of 78",
+			rst.Proto, rst.TCPFlags, rst.Ack, rst.L4ChecksumValid())
+	}
+	if got.off != (packet.Offload{}) {
+		t.Fatalf("reset written with metadata %+v", got.off)
+	}
+
+	ping := pt.ICMP4Echo(client, "10.1.0.1", packet.ICMPEchoRequest, 9, 1)
+	pp := pt.MustDecode(ping)
+	binary.BigEndian.PutUint16(ping[pp.L4Off+2:], 0) // ICMP has no pseudo header: partial = 0
+	n.lan.send(ping, packet.Offload{NeedsCsum: true, CsumStart: uint16(pp.L4Off), CsumOffset: 2})
+	_, reply := n.lan.recv(t)
+	if reply.Proto != packet.ICMP || reply.ICMPType != packet.ICMPEchoReply || !reply.L4ChecksumValid() {
+		t.Fatalf("reply to the ping: %v type %d checksum ok %v", reply.Proto, reply.ICMPType, reply.L4ChecksumValid())
 	}
 }

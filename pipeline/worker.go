@@ -215,6 +215,18 @@ func (w *worker) emit(port int, buf []byte) {
 // noOffload is the metadata of a plain packet with a complete checksum.
 var noOffload packet.Offload
 
+// completeChecksum computes the transport checksum of packet i of b if it
+// is partial, before a reply is built from the packet (the reply builders
+// refuse packets whose checksum does not verify, as the kernel's reject
+// code does, which takes a partial checksum as good). The packet is not
+// forwarded afterwards.
+func completeChecksum(b *batch, i int) {
+	if o := &b.offl[i]; o.NeedsCsum {
+		b.pkts[i].SetL4Checksum()
+		o.NeedsCsum = false
+	}
+}
+
 // emitOffload is emit for a forwarded packet: the device may coalesce
 // it with the other segments of flow (a hash, 0 for none; devices without
 // offload metadata), or it keeps its offload metadata off (devices with).
@@ -539,6 +551,7 @@ func (w *worker) reject(b *batch, i int, v *filter.Verdict) {
 	p := &b.pkts[i]
 	switch v.Reject {
 	case filter.RejectTCPReset:
+		completeChecksum(b, i)
 		s := w.scratch(60)
 		if pkt, ok := packet.AppendTCPReset(s[:bufOffset], p); ok {
 			w.stats.ICMPSent++
@@ -591,6 +604,7 @@ func (w *worker) deliverLocal(b *batch, i int, p *packet.Parsed, tr Tracer, r co
 		w.drop(DropLocal, p, tr, r)
 		return
 	}
+	completeChecksum(b, i)
 	s := w.scratch(p.Length)
 	reply, ok := packet.AppendEchoReply(s[:bufOffset], p)
 	if !ok {
