@@ -606,3 +606,54 @@ func BenchmarkWorker(b *testing.B) {
 		workerBench(b, 2, newTCPGSO(portsFor(b, packet.TCP, 5201, 0, 1, 4, 40000)), true, true)
 	})
 }
+
+// BenchmarkRoutes is the routing decision: a longest-prefix match over a
+// table of n IPv4 (and as many IPv6) routes with nested prefixes, looked
+// up for addresses spread over it.
+func BenchmarkRoutes(b *testing.B) {
+	for _, n := range []int{2, 1000, 100000} {
+		var rs []Route
+		seen := map[netip.Prefix]bool{}
+		add := func(p netip.Prefix, dev int) {
+			if p = p.Masked(); !seen[p] {
+				seen[p] = true
+				rs = append(rs, Route{p, dev})
+			}
+		}
+		for i := 0; i < n; i++ {
+			a := [4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}
+			add(netip.PrefixFrom(netip.AddrFrom4(a), 32-i%9), i%4) // /24 to /32, nested and not
+			a6 := netip.AddrFrom16([16]byte{0x20, 0x01, 0xd, 0xb8, byte(i >> 16), byte(i >> 8), byte(i)})
+			add(netip.PrefixFrom(a6, 48+i%17), i%4)
+		}
+		rs = append(rs, Route{netip.MustParsePrefix("0.0.0.0/0"), 0}, Route{netip.MustParsePrefix("::/0"), 0})
+		rt, err := NewRoutes(rs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var dst4, dst6 [256][16]byte
+		for i := range dst4 {
+			x := uint32(i) * 2654435761 % uint32(n)
+			copy(dst4[i][:4], []byte{10, byte(x >> 16), byte(x >> 8), byte(x) ^ byte(i)})
+			dst6[i] = [16]byte{0x20, 0x01, 0xd, 0xb8, byte(x >> 16), byte(x >> 8), byte(x), byte(i)}
+		}
+		b.Run(fmt.Sprintf("ipv4/routes=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			sum := 0
+			for i := 0; i < b.N; i++ {
+				sum += rt.Lookup(4, &dst4[i&255])
+			}
+			routeSink = sum
+		})
+		b.Run(fmt.Sprintf("ipv6/routes=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			sum := 0
+			for i := 0; i < b.N; i++ {
+				sum += rt.Lookup(6, &dst6[i&255])
+			}
+			routeSink = sum
+		})
+	}
+}
+
+var routeSink int
