@@ -40,6 +40,8 @@ type Device struct {
 	st       counters
 
 	active atomic.Int64 // flows holding a slot of MaxFlows
+	// noUDPGSO: the host refused UDP_SEGMENT once; send datagrams singly.
+	noUDPGSO atomic.Bool
 
 	done      chan struct{}   // closed by Close
 	ctx       context.Context // cancelled by Close

@@ -9,6 +9,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -76,6 +79,7 @@ type udpFlow struct {
 	stop    chan struct{}
 	once    sync.Once
 	connMu  sync.Mutex
+	oob     [32]byte // toHost's control message
 }
 
 func (f *udpFlow) touch() { f.last.Store(time.Now().UnixNano()) }
@@ -155,29 +159,42 @@ loop:
 	wg.Wait()
 }
 
-// toHost sends the client's datagrams through the host socket.
+// toHost sends the client's datagrams through the host socket. Whatever
+// netstack has queued is taken at once (up to udpBatch datagrams), and runs
+// of equal-sized datagrams go out in one sendmsg with UDP segmentation
+// offload (UDP_SEGMENT): the host's stack then handles them as one packet
+// until it delivers them.
 func (f *udpFlow) toHost() {
 	we, notify := waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
 	f.wq.EventRegister(&we)
 	defer f.wq.EventUnregister(&we)
+	var b udpBatch
 	for {
-		buf := relayBufs.Get().(*[relayBufSize]byte)
-		w := tcpip.SliceWriter(buf[:])
-		res, err := f.ep.Read(&w, tcpip.ReadOptions{})
-		if err == nil {
-			_, werr := f.conn.Write(buf[:res.Count])
-			relayBufs.Put(buf)
+		big := bigBufs.Get().(*[2 * relayBufSize]byte)
+		b.reset(big[:])
+		var err tcpip.Error
+		for b.n < udpBatchMax && b.used <= relayBufSize {
+			w := tcpip.SliceWriter(b.buf[b.used:])
+			var res tcpip.ReadResult
+			res, err = f.ep.Read(&w, tcpip.ReadOptions{})
+			if err != nil {
+				break
+			}
+			b.add(res.Count)
+		}
+		if b.n > 0 {
 			f.touch()
-			if werr == nil {
-				f.d.st.bytesToHost.Add(uint64(res.Count))
-			} else if errors.Is(werr, net.ErrClosed) {
+			sent, closed := f.d.sendBatch(f.conn, &b, &f.oob)
+			f.d.st.bytesToHost.Add(uint64(sent))
+			if closed {
+				bigBufs.Put(big)
 				return
 			}
-			// Other send errors (a refused port reported by an
-			// earlier ICMP) lose the datagram, as UDP does.
-			continue
 		}
-		relayBufs.Put(buf)
+		bigBufs.Put(big)
+		if err == nil {
+			continue // the batch was full
+		}
 		if _, ok := err.(*tcpip.ErrWouldBlock); !ok {
 			return
 		}
@@ -187,6 +204,97 @@ func (f *udpFlow) toHost() {
 			return
 		}
 	}
+}
+
+// udpBatchMax is the most datagrams toHost takes at once (the kernel's
+// UDP_MAX_SEGMENTS is at least 64).
+const udpBatchMax = 64
+
+// bigBufs hold a batch of datagrams: there is always room for one more of
+// the largest size while the batch holds less than relayBufSize bytes.
+var bigBufs = sync.Pool{New: func() any { return new([2 * relayBufSize]byte) }}
+
+// udpBatch is datagrams laid end to end in buf.
+type udpBatch struct {
+	buf   []byte
+	used  int
+	n     int
+	sizes [udpBatchMax]int
+}
+
+func (b *udpBatch) reset(buf []byte) { b.buf, b.used, b.n = buf, 0, 0 }
+
+func (b *udpBatch) add(size int) {
+	b.sizes[b.n] = size
+	b.n++
+	b.used += size
+}
+
+// udpGSOMax is the most payload one UDP_SEGMENT send may carry.
+const udpGSOMax = 65535 - 8 - 40
+
+// sendBatch sends the datagrams of b on c: runs of the same size (plus one
+// shorter last one) in one sendmsg with UDP_SEGMENT when the host allows
+// it, single datagrams with write. It returns the payload bytes sent and
+// whether c is closed. scratch holds the control message.
+func (d *Device) sendBatch(c *net.UDPConn, b *udpBatch, scratch *[32]byte) (int, bool) {
+	sent := 0
+	off := 0
+	for i := 0; i < b.n; {
+		size := b.sizes[i]
+		j, total := i+1, size
+		if size > 0 && !d.noUDPGSO.Load() {
+			for j < b.n && j-i < udpBatchMax && b.sizes[j] <= size && total+b.sizes[j] <= udpGSOMax {
+				total += b.sizes[j]
+				j++
+				if b.sizes[j-1] < size {
+					break // a shorter datagram ends the run
+				}
+			}
+		}
+		data := b.buf[off : off+total]
+		var err error
+		if j-i > 1 {
+			oob := udpSegmentCmsg(scratch[:0], size)
+			_, _, err = c.WriteMsgUDP(data, oob, nil)
+			if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ECONNREFUSED) {
+				// No UDP segmentation offload here: send them one by one.
+				d.noUDPGSO.Store(true)
+				d.log.Debug("egress: UDP segmentation offload unavailable, sending datagrams singly", "err", err)
+				j = i + 1
+				total = size
+				data = data[:size]
+				_, err = c.Write(data)
+			}
+		} else {
+			_, err = c.Write(data)
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return sent, true
+		}
+		if err == nil {
+			sent += total
+		}
+		// Other errors (a refused port reported by an earlier ICMP) lose
+		// the datagrams, as UDP does.
+		off += total
+		i = j
+	}
+	return sent, false
+}
+
+// udpSegmentCmsg appends a UDP_SEGMENT control message for segments of
+// size bytes.
+func udpSegmentCmsg(b []byte, size int) []byte {
+	space := unix.CmsgSpace(2)
+	b = b[:space]
+	clear(b)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level = unix.SOL_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	*(*uint16)(unsafe.Pointer(&b[unix.CmsgLen(0)])) = uint16(size)
+	return b
 }
 
 // fromHost passes the host's replies to the client; a port unreachable the
