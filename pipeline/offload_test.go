@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net/netip"
 	"os"
@@ -17,7 +18,7 @@ import (
 // offDev is an in-memory OffloadDevice: packets go in and come out with
 // their offload metadata.
 type offDev struct {
-	in   chan offPkt
+	in   chan []offPkt // one Read's packets
 	out  chan offPkt
 	stop chan struct{}
 	once sync.Once
@@ -33,7 +34,7 @@ type offPkt struct {
 }
 
 func newOffDev() *offDev {
-	return &offDev{in: make(chan offPkt, 64), out: make(chan offPkt, 256), stop: make(chan struct{})}
+	return &offDev{in: make(chan []offPkt, 64), out: make(chan offPkt, 256), stop: make(chan struct{})}
 }
 
 func (d *offDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
@@ -56,15 +57,17 @@ func (d *offDev) InterruptRead() error { d.once.Do(func() { close(d.stop) }); re
 func (d *offDev) Offloading() bool     { return true }
 
 func (d *offDev) ReadOffload(bufs [][]byte, sizes []int, offs []packet.Offload, offset int) (int, error) {
-	var p offPkt
+	var ps []offPkt
 	select {
-	case p = <-d.in:
+	case ps = <-d.in:
 	case <-d.stop:
 		return 0, os.ErrClosed
 	}
-	sizes[0] = copy(bufs[0][offset:], p.b)
-	offs[0] = p.off
-	return 1, nil
+	for i, p := range ps {
+		sizes[i] = copy(bufs[i][offset:], p.b)
+		offs[i] = p.off
+	}
+	return len(ps), nil
 }
 
 func (d *offDev) WriteOffload(bufs [][]byte, offs []packet.Offload, offset int) (int, error) {
@@ -74,7 +77,10 @@ func (d *offDev) WriteOffload(bufs [][]byte, offs []packet.Offload, offset int) 
 	return len(bufs), nil
 }
 
-func (d *offDev) send(b []byte, off packet.Offload) { d.in <- offPkt{b, off} }
+func (d *offDev) send(b []byte, off packet.Offload) { d.in <- []offPkt{{b, off}} }
+
+// sendBatch queues packets that one Read returns together.
+func (d *offDev) sendBatch(ps ...offPkt) { d.in <- ps }
 
 func (d *offDev) recv(t *testing.T) (offPkt, *packet.Parsed) {
 	t.Helper()
@@ -329,3 +335,66 @@ func TestOffloadRepliesToPartial(t *testing.T) {
 		t.Fatalf("reply to the ping: %v type %d checksum ok %v", reply.Proto, reply.ICMPType, reply.L4ChecksumValid())
 	}
 }
+
+// TestOffloadUDPCoalesced: datagrams of one flow with partial checksums
+// read together leave as one UDP GSO super-datagram (headers of the first,
+// payloads in order, lengths and checksums for the kernel to cut it
+// again); a shorter datagram ends a run, a datagram with a complete
+// checksum is not merged.
+func TestOffloadUDPCoalesced(t *testing.T) {
+	n := newOffNet(t, false)
+	c, s := client+":5000", server+":5201"
+	dg := func(i, size int, part bool) offPkt {
+		pl := make([]byte, size)
+		for k := range pl {
+			pl[k] = byte(i)
+		}
+		b := pt.UDP4(c, s, pl)
+		if !part {
+			return offPkt{b, packet.Offload{}}
+		}
+		return offPkt{b, partial(b, packet.GSONone, 0)}
+	}
+	n.lan.sendBatch(
+		dg(1, 64, true), dg(2, 64, true), dg(3, 64, true), dg(4, 40, true), // a run, ended by the shorter one
+		dg(5, 64, true), dg(6, 64, true), // another run
+		dg(7, 64, false), // a complete checksum: alone
+	)
+	type write struct {
+		segs int
+		pl   []byte
+	}
+	var got []write
+	for len(got) < 3 {
+		w, p := n.wan.recv(t)
+		if w.off.GSO == packet.GSONone {
+			got = append(got, write{1, p.Payload()})
+			continue
+		}
+		if w.off.GSO != packet.GSOUDPL4 || w.off.GSOSize != 64 || w.off.HdrLen != 28 || !w.off.NeedsCsum || w.off.CsumStart != 20 || w.off.CsumOffset != 6 {
+			t.Fatalf("super-datagram metadata %+v", w.off)
+		}
+		if p.Err != packet.ErrNone || int(p.UDPLength) != 8+len(p.Payload()) || p.TTL != 63 {
+			t.Fatalf("super-datagram: err %v, UDP length %d for %d bytes, TTL %d", p.Err, p.UDPLength, len(p.Payload()), p.TTL)
+		}
+		sum := packet.PseudoHeaderSum(4, &p.Key.Src, &p.Key.Dst, packet.UDP, int(p.UDPLength))
+		if ck := binary.BigEndian.Uint16(w.b[26:]); ck != uint16(sum) {
+			t.Fatalf("UDP checksum field %#04x, want the pseudo-header sum %#04x", ck, sum)
+		}
+		got = append(got, write{(len(p.Payload()) + 63) / 64, p.Payload()})
+	}
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	want := []write{
+		{4, cat(fill(1, 64), fill(2, 64), fill(3, 64), fill(4, 40))},
+		{2, cat(fill(5, 64), fill(6, 64))},
+		{1, fill(7, 64)},
+	}
+	for i := range want {
+		if got[i].segs != want[i].segs || !bytes.Equal(got[i].pl, want[i].pl) {
+			t.Fatalf("write %d: %d segment(s), payload %v..., want %d with the datagrams' payloads in order", i, got[i].segs, got[i].pl[:4], want[i].segs)
+		}
+	}
+	n.wan.none(t, "nothing more")
+}
+
+func fill(v byte, n int) []byte { return bytes.Repeat([]byte{v}, n) }
