@@ -83,6 +83,11 @@ func TestTCPRelay(t *testing.T) {
 			if ip := peer.(*net.TCPAddr).AddrPort().Addr(); !ip.Unmap().IsLoopback() {
 				t.Errorf("server saw the connection from %v, want the loopback", ip)
 			}
+			// The counters are updated just after the data moved.
+			eventually(t, 5*time.Second, "byte counters", func() bool {
+				st := r.dev.Stats()
+				return st.BytesToHost == uint64(len(up)) && st.BytesFromHost == uint64(len(down))
+			})
 			st := r.dev.Stats()
 			if st.TCPFlows != 1 || st.BytesToHost != uint64(len(up)) || st.BytesFromHost != uint64(len(down)) {
 				t.Errorf("stats: flows %d, to host %d (want %d), from host %d (want %d)",
