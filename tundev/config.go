@@ -84,6 +84,14 @@ type Config struct {
 
 	// Up brings the link administratively up after addressing it.
 	Up bool
+
+	// Unmanaged (adopt mode only) takes the descriptor without reaching
+	// the link's namespace at all: no netlink, no link lookup, no
+	// configuration, no offload check, no events. It is for a descriptor
+	// from a rootless launcher whose user-owned namespace this process
+	// cannot enter (the launcher configured the link). MTU, Addresses,
+	// Routes and Up must be unset; Device.MTU then reports an error.
+	Unmanaged bool
 }
 
 // queues returns the effective queue count.
@@ -107,6 +115,9 @@ func (c *Config) validate() error {
 	}
 	if c.Queues < 0 || c.Queues > MaxQueues {
 		return invalidf("Queues %d out of range 0..%d", c.Queues, MaxQueues)
+	}
+	if c.Unmanaged && (!adopt || c.MTU != 0 || len(c.Addresses) > 0 || len(c.Routes) > 0 || c.Up) {
+		return invalidf("Unmanaged needs FD and no MTU, Addresses, Routes or Up: nothing is configured")
 	}
 	if adopt && c.queues() > 1 {
 		return invalidf("Queues %d with FD: an adopted descriptor is a single queue", c.Queues)

@@ -294,6 +294,19 @@ func adopt(cfg *Config) (_ *Device, err error) {
 		}
 	}
 
+	if cfg.Unmanaged {
+		d := newDevice(cfg, netns.None())
+		d.name, d.vnetHdr = ifr.Name(), vnet
+		owned = true
+		q, err := wrapQueue(fd, vnet, fmt.Sprintf("%q (unmanaged)", d.name))
+		if err != nil {
+			return nil, err
+		}
+		d.raw = append(d.raw, q)
+		d.queues = append(d.queues, &queue{Device: q, d: d})
+		d.adoptedFD = cfg.FD
+		return d, nil
+	}
 	// Find the device's namespace through the descriptor; fall back to
 	// Config.Netns (or the current namespace) if the kernel refuses.
 	ns := netns.None()
