@@ -15,7 +15,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/tunrouter/router/pipeline"
 	"github.com/tunrouter/router/tundev"
@@ -330,21 +329,13 @@ func suffix(s string) string {
 	return " (" + s + ")"
 }
 
-// launchedQueue is an adopted TUN descriptor as a pipeline device.
-type launchedQueue struct {
-	tun.Device
-}
-
-// InterruptRead makes a blocked Read return without closing the device.
-func (q launchedQueue) InterruptRead() error {
-	return q.File().SetReadDeadline(time.Unix(1, 0))
-}
-
-// adoptLaunched wraps a descriptor from a launcher. The link was
-// configured by the launcher; the router cannot reach its namespace to
-// watch it, so its MTU is the configured one.
+// adoptLaunched adopts a descriptor from a launcher (tundev, unmanaged:
+// the launcher configured the link, and the router cannot reach its
+// namespace to watch it, so its MTU is the configured one); the device
+// owns fd from then on. The queue keeps tundev's offload I/O, so GSO
+// pass-through stays on.
 func adoptLaunched(fd int, name string, dc Device) (pipeline.Port, io.Closer, error) {
-	dev, _, err := tun.CreateUnmonitoredTUNFromFD(fd)
+	dev, err := tundev.Open(tundev.Config{FD: fd, Unmanaged: true})
 	if err != nil {
 		return pipeline.Port{}, nil, fmt.Errorf("device %s from the launcher: %w", name, err)
 	}
@@ -352,8 +343,10 @@ func adoptLaunched(fd int, name string, dc Device) (pipeline.Port, io.Closer, er
 	if mtu == 0 {
 		mtu = tundev.DefaultMTU
 	}
-	port := pipeline.Port{Name: dc.Name, MTU: mtu, Addr4: dc.Addr4, Addr6: dc.Addr6,
-		Queues: []pipeline.Device{launchedQueue{dev}}}
+	port := pipeline.Port{Name: dc.Name, MTU: mtu, Addr4: dc.Addr4, Addr6: dc.Addr6}
+	for _, q := range dev.Queues() {
+		port.Queues = append(port.Queues, q)
+	}
 	return port, dev, nil
 }
 
