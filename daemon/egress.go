@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/netip"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tunrouter/router/config"
 	"github.com/tunrouter/router/conntrack"
 	"github.com/tunrouter/router/egress"
@@ -99,8 +101,9 @@ func (c egressCloser) Close() error {
 }
 
 // openSpecial opens the devices the TUN path does not handle: egress
-// devices, and TUN devices whose descriptor comes from a launcher
-// (launcher_socket, or a namespace the router may not enter itself). ok is
+// devices, TUN devices whose descriptor comes from a launcher
+// (launcher_socket, or a namespace the router may not enter itself), and
+// inherited descriptors an unprivileged router cannot configure. ok is
 // false for an ordinary TUN device.
 func (d *Daemon) openSpecial(dc Device) (port pipeline.Port, c io.Closer, ok bool, err error) {
 	if dc.Egress != nil {
@@ -109,6 +112,13 @@ func (d *Daemon) openSpecial(dc Device) (port pipeline.Port, c io.Closer, ok boo
 	}
 	if dc.FD == 0 && (dc.LauncherSocket != "" || needsJoin(dc.Netns)) {
 		port, c, err = d.openLaunched(dc)
+		return port, c, true, err
+	}
+	if dc.FD != 0 && !hasCap(unix.CAP_NET_ADMIN) {
+		port, c, err = adoptInherited(dc)
+		if err == nil {
+			d.log.Info("device ready (adopted, unprivileged)", "name", dc.Name, "fd", dc.FD, "mtu", port.MTU)
+		}
 		return port, c, true, err
 	}
 	return pipeline.Port{}, nil, false, nil

@@ -102,7 +102,11 @@ func netnsPath(s string) string {
 
 // hasCapSysAdmin reports whether the process has CAP_SYS_ADMIN in its
 // effective set.
-func hasCapSysAdmin() bool {
+func hasCapSysAdmin() bool { return hasCap(unix.CAP_SYS_ADMIN) }
+
+// hasCap reports whether the process has capability c in its effective
+// set.
+func hasCap(c int) bool {
 	data, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return false
@@ -111,7 +115,7 @@ func hasCapSysAdmin() bool {
 		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
 			var caps uint64
 			fmt.Sscanf(strings.TrimSpace(v), "%x", &caps)
-			return caps&(1<<unix.CAP_SYS_ADMIN) != 0
+			return caps&(1<<c) != 0
 		}
 	}
 	return false
@@ -348,6 +352,20 @@ func adoptLaunched(fd int, name string, dc Device) (pipeline.Port, io.Closer, er
 		port.Queues = append(port.Queues, q)
 	}
 	return port, dev, nil
+}
+
+// adoptInherited adopts an inherited descriptor (fd = N) when the router
+// lacks CAP_NET_ADMIN: it cannot reach the device's namespace, so the
+// launcher that passed the descriptor must have configured the link.
+func adoptInherited(dc Device) (pipeline.Port, io.Closer, error) {
+	if len(dc.Addresses) > 0 || len(dc.Routes) > 0 {
+		return pipeline.Port{}, nil, fmt.Errorf("fd %d: an unprivileged router cannot configure the device it adopts (addresses, routes): let the launcher that passed it do that, and leave them out here", dc.FD)
+	}
+	port, c, err := adoptLaunched(dc.FD, dc.Name, dc)
+	if err != nil {
+		return pipeline.Port{}, nil, err
+	}
+	return port, c, nil
 }
 
 // Launch is the launcher's side (`router tun-launch`): it reads the
