@@ -115,7 +115,7 @@ func (d *Daemon) openSpecial(dc Device) (port pipeline.Port, c io.Closer, ok boo
 		return port, c, true, err
 	}
 	if dc.FD != 0 && !hasCap(unix.CAP_NET_ADMIN) {
-		port, c, err = adoptInherited(dc)
+		port, c, err = adoptInherited(dc, d.log)
 		if err == nil {
 			d.log.Info("device ready (adopted, unprivileged)", "name", dc.Name, "fd", dc.FD, "mtu", port.MTU)
 		}

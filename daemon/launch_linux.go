@@ -356,16 +356,15 @@ func adoptLaunched(fd int, name string, dc Device) (pipeline.Port, io.Closer, er
 
 // adoptInherited adopts an inherited descriptor (fd = N) when the router
 // lacks CAP_NET_ADMIN: it cannot reach the device's namespace, so the
-// launcher that passed the descriptor must have configured the link.
-func adoptInherited(dc Device) (pipeline.Port, io.Closer, error) {
+// launcher that passed the descriptor must have configured the link. The
+// device's addresses still give the router its connected routes; they and
+// its namespace routes are not applied (the log says so).
+func adoptInherited(dc Device, log *slog.Logger) (pipeline.Port, io.Closer, error) {
 	if len(dc.Addresses) > 0 || len(dc.Routes) > 0 {
-		return pipeline.Port{}, nil, fmt.Errorf("fd %d: an unprivileged router cannot configure the device it adopts (addresses, routes): let the launcher that passed it do that, and leave them out here", dc.FD)
+		log.Info("adopted device: addresses and routes are the launcher's to configure (no privileges here); they are used for routing only",
+			"device", dc.Name, "addresses", fmt.Sprint(dc.Addresses), "routes", fmt.Sprint(dc.Routes))
 	}
-	port, c, err := adoptLaunched(dc.FD, dc.Name, dc)
-	if err != nil {
-		return pipeline.Port{}, nil, err
-	}
-	return port, c, nil
+	return adoptLaunched(dc.FD, dc.Name, dc)
 }
 
 // Launch is the launcher's side (`router tun-launch`): it reads the
@@ -430,10 +429,23 @@ func explainLaunch(err error) error {
 			mode = fmt.Sprintf("%04o", fi.Mode().Perm())
 		}
 		return fmt.Errorf("%w: cannot open /dev/net/tun (permission denied, mode %s): in a user namespace the node must be usable by the user outside it: it needs mode 0666 (crw-rw-rw-, the usual default: chmod 0666 /dev/net/tun as root)", tundev.ErrPermission, mode)
+	case errors.Is(err, tundev.ErrPermission) && inInitialUserns():
+		return fmt.Errorf("%w: creating the TUN device was refused (%v): tun-launch runs in the host's user namespace without privileges; start it inside a user-owned namespace: unshare --user --map-root-user --net router tun-launch ... (if unshare fails, user namespaces are disabled here: sysctl kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0; `router doctor` checks)", tundev.ErrPermission, unwrapSys(err))
 	case errors.Is(err, tundev.ErrPermission):
-		return fmt.Errorf("%w: creating the TUN device was refused: the launcher must run as root of the namespace's user namespace (unshare --user --map-root-user --net): %v", tundev.ErrPermission, unwrapSys(err))
+		return fmt.Errorf("%w: creating the TUN device was refused (%v): the launcher must be root of the namespace's user namespace (unshare --user --map-root-user --net)", tundev.ErrPermission, unwrapSys(err))
 	}
 	return err
+}
+
+// inInitialUserns reports whether the process is in the initial user
+// namespace (whose uid map is the identity over all ids).
+func inInitialUserns() bool {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	return len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295"
 }
 
 // unwrapSys returns the system error inside err, for a short message.
