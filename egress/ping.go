@@ -124,6 +124,10 @@ type pingSession struct {
 	last atomic.Int64
 }
 
+// pingRetry is how long after the host refused a ping socket the relay
+// tries again (it drops echo requests meanwhile).
+const pingRetry = 5 * time.Second
+
 func newPinger(d *Device) *pinger {
 	return &pinger{d: d, sessions: map[pingKey]*pingSession{}}
 }
@@ -188,7 +192,7 @@ func (pg *pinger) session(k pingKey) *pingSession {
 	if err != nil {
 		pg.d.release()
 		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EPROTONOSUPPORT) {
-			pg.deniedUntil = time.Now().Add(time.Minute)
+			pg.deniedUntil = time.Now().Add(pingRetry)
 			if !pg.warned.Swap(true) {
 				pg.d.log.Warn("egress: the host does not allow unprivileged ping sockets (sysctl net.ipv4.ping_group_range); ICMP echo to other hosts is not relayed", "err", err)
 			}

@@ -153,6 +153,34 @@ func checkPing(t *testing.T, c *client) {
 	}
 }
 
+// checkPingRelayed: echo requests to another host address go out through
+// the host's unprivileged ping sockets (allowed for the router's group by
+// net.ipv4.ping_group_range in the host namespace) and come back; where
+// the host does not allow them they are dropped.
+func checkPingRelayed(t *testing.T, w *world, c *client) {
+	t.Helper()
+	const hostAddr = "192.0.2.1" // a host address outside the inside network
+	tundevtest.IP(t, w.host, "addr", "add", hostAddr+"/32", "dev", "lo")
+	set := func(v string) {
+		if out, err := w.inHost("sysctl", "-qw", "net.ipv4.ping_group_range="+v).CombinedOutput(); err != nil {
+			t.Fatalf("sysctl ping_group_range: %v %s", err, out)
+		}
+	}
+	set("1 0") // nobody: the relay cannot open ping sockets
+	if out, err := c.run("ping", "-n", "-c", "1", "-W", "2", hostAddr); err == nil {
+		t.Fatalf("ping %s answered although the host allows no ping sockets:\n%s", hostAddr, out)
+	}
+	set("0 2147483647")
+	// The relay tries ping sockets again a few seconds after a refusal.
+	ok := waitFor(20*time.Second, func() bool {
+		out, err := c.run("ping", "-n", "-c", "1", "-W", "2", hostAddr)
+		return err == nil && strings.Contains(out, " 0% packet loss")
+	})
+	if !ok {
+		t.Fatalf("ping %s through the host's ping sockets failed", hostAddr)
+	}
+}
+
 // TestRootlessUnshare: the client's namespace is made with `unshare
 // --user --map-root-user --net` by the user; the router, unprivileged in
 // the host's namespace, creates its TUN device there (through nsenter and
@@ -190,6 +218,7 @@ routes = ["0.0.0.0/0"]`, c.netns, clientAddr), ""))
 	t.Run("port-forward", func(t *testing.T) { checkPortForward(t, w, c) })
 	t.Run("udp-and-dns", func(t *testing.T) { checkUDPAndDNS(t, c) })
 	t.Run("ping", func(t *testing.T) { checkPing(t, c) })
+	t.Run("ping-relayed", func(t *testing.T) { checkPingRelayed(t, w, c) })
 }
 
 // TestRootlessLauncherSocket: the user starts the launcher inside a new
