@@ -72,7 +72,7 @@ type Router struct {
 	Trace         bool       // per-packet trace (costly; off by default)
 	TraceFile     string     // where the trace goes ("" = the log)
 	ControlSocket string     // "" disables the control socket
-	QueueDepth    int        // batches per worker queue; 0 = the pipeline's default
+	QueueDepth    int        // unused since readers run their workers (pipeline.Config.QueueDepth)
 	StateFile     string     // connections saved here on stop, restored on start ("" = none)
 }
 
