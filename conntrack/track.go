@@ -174,6 +174,14 @@ func (t *Table) trackNormal(p *packet.Parsed, a *TrackArgs, again bool) Result {
 	changed := false
 	switch p.Proto {
 	case packet.TCP:
+		// The steady state of an established connection takes the fast
+		// path (same result, less work); the rest the general tracker.
+		if c.status&(StatusSeenReply|StatusAssured|StatusFixedTimeout|StatusSeqAdjust) == StatusSeenReply|StatusAssured {
+			if to, ok := c.tcp.fastEstablished(p, dir, &t.cfg.TCP); ok {
+				timeout = to
+				break
+			}
+		}
 		seg := segOf(p)
 		var remaining time.Duration
 		if c.expires > now {
