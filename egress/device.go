@@ -42,6 +42,7 @@ type Device struct {
 	active atomic.Int64 // flows holding a slot of MaxFlows
 	// noUDPGSO: the host refused UDP_SEGMENT once; send datagrams singly.
 	noUDPGSO atomic.Bool
+	fast     fastUDP // the UDP fast path (udpfast.go)
 
 	done      chan struct{}   // closed by Close
 	ctx       context.Context // cancelled by Close
@@ -181,8 +182,7 @@ func (d *Device) newStack() error {
 	})
 	tf := tcp.NewForwarder(s, 0, maxPendingDials, d.handleTCP)
 	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tf.HandlePacket)
-	uf := udp.NewForwarder(s, d.handleUDP)
-	s.SetTransportProtocolHandler(udp.ProtocolNumber, uf.HandlePacket)
+	s.SetTransportProtocolHandler(udp.ProtocolNumber, d.udpFromNetstack)
 	return nil
 }
 

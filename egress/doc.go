@@ -31,8 +31,10 @@
 // established (a reset if it fails or the mapping refuses it). FIN and
 // RST are passed on both ways: a FIN becomes a half-close (CloseWrite) of
 // the other side, a reset a reset; a flow that one side has closed is reset
-// after TCPHalfClosedTimeout without data. UDP: one connected host socket
-// per flow; a flow ends after UDPTimeout without datagrams, or after
+// after TCPHalfClosedTimeout without data. UDP bypasses netstack (it needs
+// only headers): one connected host socket per flow, what the client sends
+// is batched onto it (UDP_SEGMENT), the replies are wrapped here; a flow
+// ends after UDPTimeout without datagrams, or after
 // UDPStreamTimeout once replies have passed and it outlived its first two
 // seconds (conntrack's rule); a port unreachable the host reports reaches
 // the client as one. ICMP echo: answered by the egress for its own

@@ -149,6 +149,7 @@ type udpForward struct {
 }
 
 type udpPeer struct {
+	local   netip.AddrPort // its address inside (the gateway, a port)
 	ep      tcpip.Endpoint
 	wq      *waiter.Queue
 	start   time.Time
@@ -224,6 +225,10 @@ func (u *udpForward) peer(from netip.AddrPort) *udpPeer {
 		return nil
 	}
 	p := &udpPeer{ep: ep, wq: wq, start: time.Now()}
+	if la, err := ep.GetLocalAddress(); err == nil {
+		p.local = addrPort(la.Addr, la.Port)
+		d.udpNetstack(p.local, true)
+	}
 	p.last.Store(time.Now().UnixNano())
 	u.peers[from] = p
 	d.st.forwarded.Add(1)
@@ -277,5 +282,8 @@ func (u *udpForward) replies(from netip.AddrPort, p *udpPeer) {
 		delete(u.peers, from)
 	}
 	u.mu.Unlock()
+	if p.local.IsValid() {
+		d.udpNetstack(p.local, false)
+	}
 	p.ep.Close()
 }

@@ -156,9 +156,10 @@ type Queue struct {
 	closed chan struct{} // the device's: closed by Close
 
 	// wmu serialises Write (its GRO state and parse scratch).
-	wmu    sync.Mutex
-	gro    gro.GRO
-	parsed packet.Parsed
+	wmu      sync.Mutex
+	gro      gro.GRO
+	parsed   packet.Parsed
+	udpFlows []*fastFlow // fast-path flows with datagrams to send (flushUDP)
 }
 
 func newQueue(dev *Device, ep *linkEP, c *Config) *Queue {
@@ -365,7 +366,18 @@ func (q *Queue) Write(bufs [][]byte, offset int) (int, error) {
 		}
 	}
 	q.gro.Flush()
+	q.flushUDP()
 	return len(bufs), nil
+}
+
+// flushUDP sends what the batch queued on fast-path UDP flows (q.wmu
+// held).
+func (q *Queue) flushUDP() {
+	for i, fl := range q.udpFlows {
+		fl.flush()
+		q.udpFlows[i] = nil
+	}
+	q.udpFlows = q.udpFlows[:0]
 }
 
 // drain releases the packets left on the ring (after Close).

@@ -154,6 +154,7 @@ func (q *Queue) WriteOffload(bufs [][]byte, offs []packet.Offload, offset int) (
 		q.inject(p, o.ChecksumKnownGood())
 	}
 	q.gro.Flush()
+	q.flushUDP()
 	return len(bufs), nil
 }
 
@@ -176,6 +177,9 @@ func (q *Queue) inject(p []byte, trusted bool) {
 	}
 	if q.dev.ping != nil && isEchoRequest(p) {
 		q.dev.ping.request(p)
+		return
+	}
+	if q.dev.udpIn(q, &q.parsed) {
 		return
 	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
