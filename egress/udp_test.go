@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tunrouter/router/packet"
 )
 
 // udpEcho runs a host UDP echo server on the loopback; it reports the
@@ -269,5 +271,81 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := New(Config{}, nil); !errors.Is(err, err) || err == nil {
 		t.Fatal("New accepted an invalid config")
+	}
+}
+
+// TestUDPFastPathNoAllocs: a datagram of an existing flow is queued and
+// sent without allocating.
+func TestUDPFastPathNoAllocs(t *testing.T) {
+	srv, _ := udpEcho(t, "udp4")
+	d := newTestDevice(t, baseConfig())
+	q := d.Queues()[0]
+	dst := viaGateway(srv.LocalAddr())
+	pkt := make([]byte, 28+64)
+	pkt[0], pkt[8], pkt[9] = 0x45, 64, 17
+	pkt[3] = byte(len(pkt))
+	s, g := clientAddr.As4(), dst.Addr().As4()
+	copy(pkt[12:], s[:])
+	copy(pkt[16:], g[:])
+	packet.SetIPv4Checksum(pkt)
+	pkt[20], pkt[21], pkt[22], pkt[23] = 0x9c, 0x40, byte(dst.Port()>>8), byte(dst.Port())
+	pkt[25] = 72
+	var p packet.Parsed
+	p.Decode(pkt)
+	p.SetL4Checksum()
+	q.wmu.Lock()
+	defer q.wmu.Unlock()
+	if !d.udpIn(q, &p) {
+		t.Fatal("the fast path refused the datagram")
+	}
+	q.flushUDP()
+	allocs := testing.AllocsPerRun(200, func() {
+		d.udpIn(q, &p)
+		q.flushUDP()
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per datagram", allocs)
+	}
+	if st := d.Stats(); st.UDPFlows != 1 || st.BytesToHost == 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// BenchmarkUDPFastPath measures a 64-byte datagram from inside to its
+// host socket (the send included).
+func BenchmarkUDPFastPath(b *testing.B) {
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	go func() { // a sink: no replies
+		buf := make([]byte, 65536)
+		for {
+			if _, err := srv.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	d := newTestDevice(b, baseConfig())
+	q := d.Queues()[0]
+	dst := viaGateway(srv.LocalAddr())
+	pkt := make([]byte, 28+64)
+	pkt[0], pkt[8], pkt[9] = 0x45, 64, 17
+	pkt[3] = byte(len(pkt))
+	s, g := clientAddr.As4(), dst.Addr().As4()
+	copy(pkt[12:], s[:])
+	copy(pkt[16:], g[:])
+	packet.SetIPv4Checksum(pkt)
+	pkt[20], pkt[21], pkt[22], pkt[23] = 0x9c, 0x40, byte(dst.Port()>>8), byte(dst.Port())
+	pkt[25] = 72
+	bufs := make([][]byte, 32)
+	for i := range bufs {
+		bufs[i] = append(make([]byte, 16), pkt...)
+	}
+	b.ReportAllocs()
+	b.SetBytes(32 * 64)
+	for b.Loop() {
+		q.Write(bufs, 16)
 	}
 }
