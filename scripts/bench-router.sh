@@ -28,7 +28,9 @@
 #                    ip netns exec rbrtr curl -so cpu.pprof \
 #                      'http://127.0.0.1:6060/debug/pprof/profile?seconds=5'
 #   ROUTER_LOG_LEVEL log level (default info)
-#   ROUTER_CONF_OUT  where to write the configuration (default: a temp file)
+#   ROUTER_CONF_OUT  where to write the configuration (default:
+#                    ${TMPDIR:-/tmp}/bench-router.$RB_TUN_A.toml, rewritten
+#                    at every start)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,7 +50,7 @@ if [ "${RB_TOPOLOGY:-tun}" != tun ]; then
   exit 2
 fi
 
-conf=${ROUTER_CONF_OUT:-$(mktemp /tmp/bench-router.XXXXXX.toml)}
+conf=${ROUTER_CONF_OUT:-${TMPDIR:-/tmp}/bench-router.$RB_TUN_A.toml}
 cat >"$conf" <<CONF
 # Written by scripts/bench-router.sh for the benchmark harness.
 [router]
