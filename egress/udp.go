@@ -147,6 +147,9 @@ func (d *Device) newFastFlow(key packet.FlowKey, src, dst netip.AddrPort) *fastF
 		f.mu.Unlock()
 		d.release()
 		d.log.Debug("egress: udp socket failed", "to", to, "err", err)
+		// Tell the client at once (a resolver then tries its next
+		// server instead of waiting).
+		d.sendUnreachable(src, dst, unreachableKind(err))
 		return nil
 	}
 	c.SetReadBuffer(d.cfg.SocketBuffer)
@@ -494,10 +497,40 @@ func udpSegmentCmsg(b []byte, size int) []byte {
 	return b
 }
 
+// unreachKind is the kind of destination unreachable the egress reports.
+type unreachKind uint8
+
+const (
+	unreachPort unreachKind = iota
+	unreachNet
+	unreachHost
+	unreachAdmin
+)
+
+// unreachableKind maps the error of a host socket to what the client is
+// told.
+func unreachableKind(err error) unreachKind {
+	switch {
+	case errors.Is(err, unix.ENETUNREACH):
+		return unreachNet
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		return unreachAdmin
+	}
+	return unreachHost
+}
+
 // sendPortUnreachable sends the client an ICMP port unreachable from dst
-// about a datagram it sent from src to dst (the quoted datagram is
-// rebuilt from the addresses: its payload is not kept).
+// about a datagram it sent from src to dst.
 func (d *Device) sendPortUnreachable(src, dst netip.AddrPort) {
+	d.sendUnreachable(src, dst, unreachPort)
+}
+
+// sendUnreachable sends the client an ICMP destination unreachable of the
+// kind about a datagram it sent from src to dst (from dst itself for a
+// refused port, else from the gateway of its family, as a router would;
+// the quoted datagram is rebuilt from the addresses: its payload is not
+// kept).
+func (d *Device) sendUnreachable(src, dst netip.AddrPort, kind unreachKind) {
 	var orig [48]byte
 	var o []byte
 	if src.Addr().Is4() {
@@ -519,17 +552,38 @@ func (d *Device) sendPortUnreachable(src, dst netip.AddrPort) {
 	}
 	var p packet.Parsed
 	p.Decode(o)
+	v4 := src.Addr().Is4()
 	typ, code := uint8(packet.ICMPDestUnreachable), uint8(packet.ICMPPortUnreachable)
-	if src.Addr().Is6() {
+	if !v4 {
 		typ, code = packet.ICMPv6DestUnreachable, packet.ICMPv6PortUnreachable
+	}
+	pick := func(c4, c6 uint8) uint8 {
+		if v4 {
+			return c4
+		}
+		return c6
+	}
+	switch kind {
+	case unreachNet:
+		code = pick(packet.ICMPNetUnreachable, packet.ICMPv6NoRoute)
+	case unreachHost:
+		code = pick(packet.ICMPHostUnreachable, packet.ICMPv6AddrUnreachable)
+	case unreachAdmin:
+		code = pick(packet.ICMPAdminProhibited, packet.ICMPv6AdminProhibited)
+	}
+	sender := dst.Addr()
+	if kind != unreachPort {
+		if gw := gatewayOf(d.cfg.Gateways, v4); gw.IsValid() {
+			sender = gw
+		}
 	}
 	var scratch [160]byte
 	var from [16]byte
-	if dst.Addr().Is4() {
-		a := dst.Addr().As4()
+	if sender.Is4() {
+		a := sender.As4()
 		copy(from[:], a[:])
 	} else {
-		from = dst.Addr().As16()
+		from = sender.As16()
 	}
 	msg, ok := packet.AppendICMPError(scratch[:0], &p, typ, code, 0, from)
 	if !ok {

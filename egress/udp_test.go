@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -347,5 +348,37 @@ func BenchmarkUDPFastPath(b *testing.B) {
 	b.SetBytes(32 * 64)
 	for b.Loop() {
 		q.Write(bufs, 16)
+	}
+}
+
+// TestUDPUnreachable: a flow whose host socket cannot be opened is
+// answered with a destination unreachable from the gateway (a resolver
+// then gives up at once); the kind follows the socket's error.
+func TestUDPUnreachable(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		kind unreachKind
+		code uint8
+	}{
+		{syscall.ENETUNREACH, unreachNet, packet.ICMPNetUnreachable},
+		{syscall.EHOSTUNREACH, unreachHost, packet.ICMPHostUnreachable},
+		{syscall.EACCES, unreachAdmin, packet.ICMPAdminProhibited},
+	} {
+		t.Run(tc.err.Error(), func(t *testing.T) {
+			if k := unreachableKind(&net.OpError{Op: "dial", Err: tc.err}); k != tc.kind {
+				t.Fatalf("kind %d, want %d", k, tc.kind)
+			}
+			d := newTestDevice(t, baseConfig())
+			src, dst := netip.AddrPortFrom(clientAddr, 40000), netip.MustParseAddrPort("192.0.2.1:53")
+			d.sendUnreachable(src, dst, tc.kind)
+			var r packet.Parsed
+			r.Decode(readOne(t, d))
+			if r.Proto != packet.ICMP || r.ICMPType != packet.ICMPDestUnreachable || r.ICMPCode != tc.code || !r.L4ChecksumValid() {
+				t.Fatalf("reply %v type %d code %d", r.Proto, r.ICMPType, r.ICMPCode)
+			}
+			if r.SrcAddr() != gateway || r.DstAddr() != clientAddr || r.Inner.DstPort != 53 || r.Inner.SrcPort != 40000 {
+				t.Errorf("reply %v -> %v about %v", r.SrcAddr(), r.DstAddr(), r.Inner)
+			}
+		})
 	}
 }
