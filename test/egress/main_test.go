@@ -7,8 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -25,6 +29,7 @@ func runMain(m *testing.M) int {
 	if os.Geteuid() != 0 {
 		return m.Run() // every test skips (or fails with REQUIRE_E2E=1)
 	}
+	sweepStale()
 	dir, err := os.MkdirTemp("", "egress-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "egress e2e:", err)
@@ -41,6 +46,33 @@ func runMain(m *testing.M) int {
 	os.Chmod(routerBin, 0o755)
 	defer restoreTunMode()
 	return m.Run()
+}
+
+// staleNetns matches the namespaces of this package's tests
+// (tundevtest.NewNetns: PREFIX-PID-N).
+var staleNetns = regexp.MustCompile(`^eg[hc]-(\d+)-\d+$`)
+
+// sweepStale deletes the namespaces of earlier runs whose process is gone
+// (killed before its cleanups ran) and that no process uses any more.
+func sweepStale() {
+	ents, err := os.ReadDir("/run/netns")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		m := staleNetns.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		pid, err := strconv.Atoi(m[1])
+		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		if pids, err := exec.Command("ip", "netns", "pids", e.Name()).Output(); err != nil || len(strings.TrimSpace(string(pids))) > 0 {
+			continue
+		}
+		exec.Command("ip", "netns", "del", e.Name()).Run()
+	}
 }
 
 // The mode /dev/net/tun had before a test made it usable by the test
