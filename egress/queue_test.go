@@ -177,6 +177,9 @@ func TestQueueWriteChecksums(t *testing.T) {
 // TestQueueReadNoAllocs: reading plain packets and cutting super-segments
 // allocates nothing.
 func TestQueueReadNoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
 	d := newTestDevice(t, Config{MTU: 1500})
 	q := d.Queues()[0]
 	const runs = 50

@@ -278,6 +278,9 @@ func TestConfigValidate(t *testing.T) {
 // TestUDPFastPathNoAllocs: a datagram of an existing flow is queued and
 // sent without allocating.
 func TestUDPFastPathNoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
 	srv, _ := udpEcho(t, "udp4")
 	d := newTestDevice(t, baseConfig())
 	q := d.Queues()[0]
