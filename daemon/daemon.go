@@ -91,18 +91,21 @@ type Loader func(path string) (s *Settings, warnings []string, err error)
 
 // Daemon is an assembled router.
 type Daemon struct {
-	path   string
-	load   Loader
-	log    *slog.Logger
-	set    *Settings
-	devs   []*tundev.Device
-	others []io.Closer // egress devices and TUN devices from launchers (egress.go)
-	pipe   *pipeline.Pipeline
-	ftp    *ftp.Helper
-	ctl    *control.Server
-	events *control.EventHub
-	trace  *traceWriter
-	ifs    []string
+	path string
+	load Loader
+	log  *slog.Logger
+	set  *Settings
+	devs []*tundev.Device
+	// devPorts[i] is the pipeline port of devs[i] (other kinds of device,
+	// such as the egress, are ports too).
+	devPorts []int
+	others   []io.Closer // egress devices and TUN devices from launchers (egress.go)
+	pipe     *pipeline.Pipeline
+	ftp      *ftp.Helper
+	ctl      *control.Server
+	events   *control.EventHub
+	trace    *traceWriter
+	ifs      []string
 
 	reloadMu sync.Mutex
 }
@@ -150,6 +153,7 @@ func (d *Daemon) build() error {
 			return fmt.Errorf("device %s: %w", dc.Name, err)
 		}
 		d.devs = append(d.devs, dev)
+		d.devPorts = append(d.devPorts, len(ports))
 		mtu, err := dev.MTU()
 		if err != nil || mtu <= 0 {
 			mtu = dc.MTU
@@ -282,9 +286,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer signal.Stop(sigs)
 	d.pipe.Start()
 	for i, dev := range d.devs {
-		go d.watch(i, dev)
+		go d.watch(d.devPorts[i], dev)
 	}
-	d.log.Info("router running", "workers", d.pipe.Workers(), "devices", len(d.devs), "gso_passthrough", d.pipe.Offload(),
+	d.log.Info("router running", "workers", d.pipe.Workers(), "devices", len(d.ifs), "gso_passthrough", d.pipe.Offload(),
 		"control_socket", d.set.ControlSocket, "config", d.path)
 	sdnotify.SdNotify(false, sdnotify.SdNotifyReady)
 	for {
