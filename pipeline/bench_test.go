@@ -327,6 +327,7 @@ func (g *tcpConns) burst(bufs [][]byte, sizes []int, offs []packet.Offload) int 
 // counts what the pipeline sends.
 type genDev struct {
 	gen     traffic
+	started bool // start was closed (read once: the channel is shared)
 	offload bool // an OffloadDevice with its metadata on
 	offs    []packet.Offload
 	burstSz int
@@ -343,10 +344,13 @@ func (d *genDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		<-d.stop
 		return 0, os.ErrClosed
 	}
-	select {
-	case <-d.start:
-	case <-d.stop:
-		return 0, os.ErrClosed
+	if !d.started {
+		select {
+		case <-d.start:
+			d.started = true
+		case <-d.stop:
+			return 0, os.ErrClosed
+		}
 	}
 	n := min(d.burstSz, len(bufs), d.quota)
 	n = d.gen.burst(bufs[:n], sizes, d.offs[:n])
@@ -361,10 +365,13 @@ func (d *genDev) ReadOffload(bufs [][]byte, sizes []int, offs []packet.Offload, 
 		<-d.stop
 		return 0, os.ErrClosed
 	}
-	select {
-	case <-d.start:
-	case <-d.stop:
-		return 0, os.ErrClosed
+	if !d.started {
+		select {
+		case <-d.start:
+			d.started = true
+		case <-d.stop:
+			return 0, os.ErrClosed
+		}
 	}
 	n := min(d.burstSz, len(bufs), d.quota)
 	clear(offs[:n])

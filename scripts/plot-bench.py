@@ -2,7 +2,7 @@
 """plot-bench.py: the PNG plots of BENCHMARKS.md.
 
   scripts/plot-bench.py --harness SUMMARY.md [--before SUMMARY.md] \
-      [--scaling BENCH.txt] [--harness-1w SUMMARY.md] --out DIR
+      [--scaling BENCH.txt] [--extra LABEL=SUMMARY.md ...] --out DIR
 
 --harness   summary.md of a side-by-side harness run (bench/run.sh) with
             the router column: medians and [min..max] per column.
@@ -10,8 +10,8 @@
             router column is drawn as "router (before)".
 --scaling   `go test -bench 'Pipeline' ./pipeline` output: packets per
             second with 1 and 2 workers per traffic kind.
---harness-1w summary.md of a harness run with ROUTER_WORKERS=1 and
-            ROUTER_QUEUES=1: its router column is drawn as "router 1w".
+--extra LABEL=SUMMARY.md  (repeatable) the router column of another run,
+            drawn as LABEL (e.g. "1 worker=docs/perf/harness-1worker.md").
 --out       directory for throughput.png and scaling.png.
 
 Needs matplotlib (Debian: apt-get install python3-matplotlib).
@@ -74,13 +74,14 @@ def read_bench(path):
     return runs
 
 
-def plot_throughput(after, before, one_worker, out):
+def plot_throughput(after, before, extra, out):
     order = ["kernel-ct", "kernel-noct", "tun-offload", "tun-nooffload", "gvisor-fwd"]
     cols = [(c, after[c]) for c in order if c in after]
     if before and "router" in before:
         cols.append(("router (before)", before["router"]))
-    if one_worker and "router" in one_worker:
-        cols.append(("router 1w", one_worker["router"]))
+    for label, vals in extra:
+        if "router" in vals:
+            cols.append(("router, " + label, vals["router"]))
     cols.append(("router", after["router"]))
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     for ax, (key, title, unit) in zip(axes.flat, METRICS):
@@ -104,7 +105,8 @@ def plot_throughput(after, before, one_worker, out):
         ref = dict(zip(names, med)).get("tun-offload")
         if ref:
             ax.axhline(ref, color="tab:blue", linestyle=":", linewidth=1)
-    fig.suptitle("Side-by-side harness: median of the rounds, bars from min to max")
+    fig.suptitle("Side-by-side harness: median of the rounds, bars from min to max\n"
+                 "(columns other than --harness come from their own runs: compare them with care)")
     fig.tight_layout()
     fig.savefig(os.path.join(out, "throughput.png"), dpi=100)
     plt.close(fig)
@@ -139,15 +141,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--harness", required=True)
     ap.add_argument("--before")
-    ap.add_argument("--harness-1w")
+    ap.add_argument("--extra", action="append", default=[])
     ap.add_argument("--scaling")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     after = read_summary(a.harness)
     before = read_summary(a.before) if a.before else None
-    one = read_summary(a.harness_1w) if a.harness_1w else None
-    plot_throughput(after, before, one, a.out)
+    extra = [(x.split("=", 1)[0], read_summary(x.split("=", 1)[1])) for x in a.extra]
+    plot_throughput(after, before, extra, a.out)
     if a.scaling:
         plot_scaling(read_bench(a.scaling), a.out)
 
