@@ -795,6 +795,17 @@ func (c *tcpConn) inWindow(seg *tcpSeg, in *tcpIn, idx tcpIndex) (tcpWinResult, 
 	if !syn {
 		win <<= sender.scale
 	}
+	c.accepted(dir, seq, ack, sack, end, win, seg.win, hasAck, idx == tcpAckSet)
+	return tcpWinAccept, tcpDetailNone, false
+}
+
+// accepted applies the updates of an in-window packet (2.7, 5-12) to both
+// directions' window data and the retransmission record: win is already
+// scaled; rawWin is the header's field. The general tracker and the fast
+// path of established connections share it.
+func (c *tcpConn) accepted(dir Dir, seq, ack, sack, end, win uint32, rawWin uint16, hasAck, isAck bool) {
+	sender := &c.dir[dir]
+	receiver := &c.dir[dir^1]
 	if swin := win + (sack - ack); sender.maxwin < swin {
 		sender.maxwin = swin
 	}
@@ -825,20 +836,19 @@ func (c *tcpConn) inWindow(seg *tcpSeg, in *tcpIn, idx tcpIndex) (tcpWinResult, 
 		receiver.flags &^= tcpFlagDataUnack
 	}
 	// Count retransmissions of identical ACK segments.
-	if idx == tcpAckSet {
+	if isAck {
 		if c.lastDir == dir && c.lastSeq == seq && c.lastAck == ack &&
-			c.lastEnd == end && c.lastWin == seg.win {
+			c.lastEnd == end && c.lastWin == rawWin {
 			c.retrans++
 		} else {
 			c.lastDir = dir
 			c.lastSeq = seq
 			c.lastAck = ack
 			c.lastEnd = end
-			c.lastWin = seg.win
+			c.lastWin = rawWin
 			c.retrans = 0
 		}
 	}
-	return tcpWinAccept, tcpDetailNone, false
 }
 
 // windowFailure turns a failed bound into the result: accept in liberal

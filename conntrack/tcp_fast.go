@@ -48,43 +48,8 @@ func (c *tcpConn) fastEstablished(p *packet.Parsed, dir Dir, cfg *TCPConfig) (ti
 		return 0, false
 	}
 
-	// In window: update the sender, then the receiver (2.7, 5-12).
-	win := uint32(p.Window) << sender.scale
-	if swin := win + (sack - ack); sender.maxwin < swin {
-		sender.maxwin = swin
-	}
-	if seqAfter(end, sender.end) {
-		sender.end = end
-		sender.flags |= tcpFlagDataUnack
-	}
-	if sender.flags&tcpFlagMaxAckSet == 0 {
-		sender.maxack = ack
-		sender.flags |= tcpFlagMaxAckSet
-	} else if seqAfter(ack, sender.maxack) {
-		sender.maxack = ack
-	}
-	if receiver.maxwin != 0 && seqAfter(end, sender.maxend) {
-		receiver.maxwin += end - sender.maxend
-	}
-	if seqAfter(sack+win, receiver.maxend-1) {
-		receiver.maxend = sack + win
-		if win == 0 {
-			receiver.maxend++
-		}
-	}
-	if ack == receiver.end {
-		receiver.flags &^= tcpFlagDataUnack
-	}
-	if c.lastDir == dir && c.lastSeq == seq && c.lastAck == ack && c.lastEnd == end && c.lastWin == p.Window {
-		c.retrans++
-	} else {
-		c.lastDir = dir
-		c.lastSeq = seq
-		c.lastAck = ack
-		c.lastEnd = end
-		c.lastWin = p.Window
-		c.retrans = 0
-	}
+	// In window: the same updates as the general tracker.
+	c.accepted(dir, seq, ack, sack, end, uint32(p.Window)<<sender.scale, p.Window, true, true)
 
 	// Commit (2.8): the state stays ESTABLISHED.
 	c.lastIndex = tcpAckSet
