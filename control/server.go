@@ -42,7 +42,11 @@ type Backend struct {
 	Events   *EventHub // may be nil: no event stream
 	Reload   func() error
 	Rules    func() any // the rule set with counters, as JSON-able value
-	Logger   *slog.Logger
+	// Devices returns the kernel's counters of the devices, by name (may be
+	// nil): where the pipeline's backpressure ends, packets the kernel
+	// dropped because the router did not read them in time.
+	Devices func() any
+	Logger  *slog.Logger
 }
 
 // Server is a running control socket.
@@ -460,7 +464,11 @@ func (s *Server) pipelineStats(w http.ResponseWriter, r *http.Request) {
 			drops[pipeline.DropReason(i).String()] = n
 		}
 	}
-	writeJSON(w, map[string]any{"workers": st.Workers, "readers": st.Readers, "drops": drops})
+	out := map[string]any{"workers": st.Workers, "readers": st.Readers, "drops": drops}
+	if s.b.Devices != nil {
+		out["devices"] = s.b.Devices()
+	}
+	writeJSON(w, out)
 }
 
 func (s *Server) reload(w http.ResponseWriter, r *http.Request) {

@@ -69,7 +69,8 @@ func newRig(t *testing.T) *rig {
 			}
 			return nil
 		},
-		Rules: func() any { return p.Rules().Counters() }})
+		Rules:   func() any { return p.Rules().Counters() },
+		Devices: func() any { return map[string]map[string]int{"lan": {"kernel_dropped_unread": 7}} }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,6 +191,9 @@ func TestStatsCountInvalidByReason(t *testing.T) {
 	r.req(t, "GET", "/v1/pipeline", nil, &pipe)
 	if d, _ := pipe["drops"].(map[string]any); d["rule"] != float64(2) {
 		t.Fatalf("pipeline drops %v, want rule=2", pipe["drops"])
+	}
+	if d, _ := pipe["devices"].(map[string]any); d["lan"].(map[string]any)["kernel_dropped_unread"] != float64(7) {
+		t.Fatalf("device counters %v", pipe["devices"])
 	}
 }
 

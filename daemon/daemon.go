@@ -246,6 +246,7 @@ func (d *Daemon) build() error {
 			Events:   d.events,
 			Reload:   d.Reload,
 			Rules:    func() any { return rulesView(d.pipe.Rules()) },
+			Devices:  d.deviceStats,
 			Logger:   d.log,
 		})
 		if err != nil {
@@ -312,6 +313,25 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// deviceStats returns the kernel's counters of the TUN devices: tx_dropped
+// counts the packets the kernel dropped because the router did not read
+// them in time (the pipeline applies backpressure instead of queueing).
+func (d *Daemon) deviceStats() any {
+	out := map[string]any{}
+	for _, dev := range d.devs {
+		st, err := dev.LinkStats()
+		if err != nil {
+			out[dev.Name()] = map[string]string{"error": err.Error()}
+			continue
+		}
+		out[dev.Name()] = map[string]uint64{
+			"kernel_to_router_packets": st.TxPackets, "kernel_dropped_unread": st.TxDropped,
+			"router_to_kernel_packets": st.RxPackets, "kernel_rx_dropped": st.RxDropped,
+		}
+	}
+	return out
 }
 
 // watch logs a device's link events and follows its MTU.

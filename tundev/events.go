@@ -49,3 +49,10 @@ func (e Event) String() string {
 // falls further behind, the oldest events are dropped so that the newest
 // state is always delivered.
 const eventBuffer = 8
+
+// LinkStats are the kernel's counters of a TUN link (see Device.LinkStats).
+type LinkStats struct {
+	RxPackets, TxPackets uint64
+	RxDropped, TxDropped uint64
+	RxErrors, TxErrors   uint64
+}

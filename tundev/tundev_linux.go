@@ -483,6 +483,30 @@ func (d *Device) MTU() (int, error) {
 	return link.Attrs().MTU, nil
 }
 
+// LinkStats returns the kernel's counters of the link, asked over netlink
+// in the device's namespace. From the kernel's side of a TUN device, "tx"
+// is what it handed to the router and "rx" what the router wrote; TxDropped
+// counts packets the kernel dropped because the router did not read them
+// fast enough (its queue of txqueuelen packets was full): the pipeline's
+// backpressure ends there.
+func (d *Device) LinkStats() (LinkStats, error) {
+	d.ctlMu.Lock()
+	defer d.ctlMu.Unlock()
+	if d.nl == nil {
+		return LinkStats{}, os.ErrClosed
+	}
+	link, err := d.nl.LinkByIndex(d.index)
+	if err != nil {
+		return LinkStats{}, fmt.Errorf("tundev: statistics of %s: %w", d.subject(), err)
+	}
+	st := link.Attrs().Statistics
+	if st == nil {
+		return LinkStats{}, fmt.Errorf("tundev: no statistics for %s", d.subject())
+	}
+	return LinkStats{RxPackets: st.RxPackets, TxPackets: st.TxPackets, RxDropped: st.RxDropped,
+		TxDropped: st.TxDropped, RxErrors: st.RxErrors, TxErrors: st.TxErrors}, nil
+}
+
 // Offloads returns the offloads the kernel has active on the link now.
 func (d *Device) Offloads() (Offloads, error) {
 	d.ctlMu.Lock()

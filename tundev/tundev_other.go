@@ -33,12 +33,13 @@ func Preflight(netns string) Report {
 		Detail: "GOOS=" + runtime.GOOS + ": " + ErrUnsupported.Error()}}}
 }
 
-func (d *Device) Name() string                { return "" }
-func (d *Device) Index() int                  { return 0 }
-func (d *Device) Created() bool               { return false }
-func (d *Device) Queues() []tun.Device        { return nil }
-func (d *Device) BatchSize() int              { return 1 }
-func (d *Device) MTU() (int, error)           { return 0, ErrUnsupported }
-func (d *Device) Offloads() (Offloads, error) { return Offloads{}, ErrUnsupported }
-func (d *Device) Events() <-chan Event        { return nil }
-func (d *Device) Close() error                { return nil }
+func (d *Device) Name() string                  { return "" }
+func (d *Device) Index() int                    { return 0 }
+func (d *Device) Created() bool                 { return false }
+func (d *Device) Queues() []tun.Device          { return nil }
+func (d *Device) BatchSize() int                { return 1 }
+func (d *Device) MTU() (int, error)             { return 0, ErrUnsupported }
+func (d *Device) LinkStats() (LinkStats, error) { return LinkStats{}, ErrUnsupported }
+func (d *Device) Offloads() (Offloads, error)   { return Offloads{}, ErrUnsupported }
+func (d *Device) Events() <-chan Event          { return nil }
+func (d *Device) Close() error                  { return nil }
