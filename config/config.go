@@ -103,7 +103,7 @@ type Device struct {
 	// of the ICMP errors it sends there, and answered to ping (input
 	// chain).
 	RouterAddrs []netip.Addr
-	Queues      int  // 0: one per worker
+	Queues      int  // 0: automatic (the daemon divides the workers among the TUN devices)
 	Offload     bool // GSO/GRO offloads (virtio-net header)
 	FD          int  // an inherited, already open TUN fd to adopt; 0 = create by name
 	// LauncherSocket: wait for `router tun-launch` to pass the TUN
@@ -546,7 +546,7 @@ func (c *collector) devices(ds []fileDevice, cfg *Config) {
 			c.errorf(pathJoin(path, "netns"), "netns %q must be an absolute path (/run/netns/NAME, /proc/PID/ns/net) or a name under /run/netns", fd.Netns)
 		}
 		if fd.Queues < 0 || fd.Queues > 256 {
-			c.errorf(pathJoin(path, "queues"), "queues %d out of range 0..256 (0 = one per worker)", fd.Queues)
+			c.errorf(pathJoin(path, "queues"), "queues %d out of range 0..256 (0 = automatic)", fd.Queues)
 		}
 		if fd.Offload != nil {
 			d.Offload = *fd.Offload

@@ -63,6 +63,20 @@ func FromConfig(c *config.Config) (*Settings, error) {
 		explicit[r.To] = true
 		s.Routes = append(s.Routes, Route{Prefix: r.To, Device: r.Device})
 	}
+	// Default queues per TUN device: enough for one reader per worker
+	// over all the TUN devices (a reader runs the workers of what it
+	// reads); more readers than workers only add wake-ups and migrations
+	// (BENCHMARKS.md: on 2 CPUs and 2 devices one queue each beats two).
+	tuns := 0
+	for _, d := range c.Devices {
+		if d.Egress == nil {
+			tuns++
+		}
+	}
+	autoQueues := 1
+	if tuns > 0 {
+		autoQueues = max(1, (workers+tuns-1)/tuns)
+	}
 	for _, d := range c.Devices {
 		if d.Egress != nil {
 			e := egressSettings(c, d, workers)
@@ -77,7 +91,7 @@ func FromConfig(c *config.Config) (*Settings, error) {
 		}
 		queues := d.Queues
 		if queues <= 0 {
-			queues = workers
+			queues = autoQueues
 		}
 		if d.FD != 0 || d.LauncherSocket != "" {
 			queues = 1

@@ -62,7 +62,8 @@ func TestFromConfig(t *testing.T) {
 		t.Fatalf("%d devices", len(s.Devices))
 	}
 	lan, wan := s.Devices[0], s.Devices[1]
-	if lan.Netns != "/run/netns/a" || !lan.NoOffload || lan.Queues != 3 || !lan.Up {
+	// 3 workers over 2 TUN devices: 2 queues each (one reader per worker).
+	if lan.Netns != "/run/netns/a" || !lan.NoOffload || lan.Queues != 2 || !lan.Up {
 		t.Fatalf("lan device %+v", lan.Config)
 	}
 	if wan.Queues != 1 || wan.NoOffload {
