@@ -9,6 +9,8 @@
 #   sudo ./scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source-path=SCRIPTDIR source=lib/apt.sh
+. scripts/lib/apt.sh
 if [ "$(id -u)" != 0 ]; then
 	echo "demo: needs root (network namespaces, TUN devices): sudo $0" >&2
 	exit 1
@@ -21,7 +23,7 @@ for t in ping:iputils-ping curl:curl vsftpd:vsftpd hping3:hping3 python3:python3
 done
 if [ ${#need[@]} -gt 0 ]; then
 	echo "== installing ${need[*]}"
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	install_packages "${need[@]}"
 fi
 
 mkdir -p bin

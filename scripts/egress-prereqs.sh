@@ -9,6 +9,10 @@
 #
 #   sudo scripts/egress-prereqs.sh && sudo REQUIRE_E2E=1 go test ./test/egress/
 set -eu
+# shellcheck source-path=SCRIPTDIR source=lib/apt.sh
+. "$(dirname "$0")/lib/apt.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/prereqs.sh
+. "$(dirname "$0")/lib/prereqs.sh"
 
 # Debian packages: util-linux (unshare, nsenter, setpriv), uidmap
 # (newuidmap/newgidmap for rootless container tools), iproute2, curl,
@@ -24,38 +28,11 @@ die() {
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (the tests create namespaces and switch to the test user)"
 
-missing=""
-for p in $PACKAGES; do
-	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-		missing="$missing $p"
-	fi
-done
-if [ -n "$missing" ]; then
-	command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install these packages by hand:$missing"
-	export DEBIAN_FRONTEND=noninteractive
-	# Keep package scripts from starting services (vsftpd on port 21).
-	policy=/usr/sbin/policy-rc.d
-	own_policy=""
-	if [ ! -e "$policy" ]; then
-		printf '#!/bin/sh\nexit 101\n' >"$policy"
-		chmod 755 "$policy"
-		own_policy=1
-	fi
-	cleanup() { [ -z "$own_policy" ] || rm -f "$policy"; }
-	trap cleanup EXIT
-	trap 'exit 130' INT TERM
-	echo "egress-prereqs: installing$missing" >&2
-	apt-get update -qq >/dev/null || die "apt-get update failed"
-	# shellcheck disable=SC2086 # word splitting of the package list is intended
-	apt-get install -y -qq --no-install-recommends $missing >/dev/null ||
-		die "apt-get install failed:$missing"
-fi
+# shellcheck disable=SC2086 # word splitting of the package list is intended
+install_missing $PACKAGES
 
-for tool in unshare nsenter setpriv ip curl ping iperf3 slirp4netns pasta; do
-	command -v "$tool" >/dev/null 2>&1 || die "$tool not found in PATH after installing$PACKAGES"
-done
-[ -x /usr/sbin/vsftpd ] || command -v vsftpd >/dev/null 2>&1 || die "vsftpd not found after installing it"
-getent passwd ftp >/dev/null 2>&1 || die "user ftp missing: reinstall vsftpd (apt-get install --reinstall vsftpd)"
+require_tools "$PACKAGES" unshare nsenter setpriv ip curl ping iperf3 slirp4netns pasta
+require_vsftpd
 
 # The unprivileged user the router runs as in the tests.
 if ! getent passwd "$TEST_USER" >/dev/null 2>&1; then
@@ -64,14 +41,7 @@ if ! getent passwd "$TEST_USER" >/dev/null 2>&1; then
 fi
 
 # TUN: the module and the node.
-if [ ! -c /dev/net/tun ]; then
-	modprobe tun 2>/dev/null || true
-	if [ ! -c /dev/net/tun ]; then
-		mkdir -p /dev/net
-		mknod /dev/net/tun c 10 200 2>/dev/null && chmod 666 /dev/net/tun
-	fi
-	[ -c /dev/net/tun ] || die "/dev/net/tun is missing and cannot be created (in a container, pass --device /dev/net/tun)"
-fi
+ensure_tun_device
 # Rootless use needs the node usable by the user (mode 0666, the usual
 # default); the tests set that for their duration if it is not.
 case "$(stat -c %a /dev/net/tun)" in

@@ -22,6 +22,9 @@
 # SKIP_INSTALL=1 (do not apt-get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+APT_WHO=test.sh # the prefix of apt.sh's messages
+# shellcheck source-path=SCRIPTDIR source=lib/apt.sh
+. scripts/lib/apt.sh
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 TEST_TIMEOUT=${TEST_TIMEOUT:-30m}
 [ -x "$GO" ] || command -v "$GO" >/dev/null || { echo "test.sh: Go is not installed (https://go.dev/dl/, 1.26 or newer)" >&2; exit 1; }
@@ -33,14 +36,11 @@ if [ "$(id -u)" = 0 ]; then
 		echo "== installing test prerequisites"
 		# The conformance suite and the kernel differential tests drive
 		# nftables and read the kernel's conntrack table.
-		missing=""
-		for p in nftables conntrack util-linux; do
-			dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-		done
+		missing=$(missing_packages nftables conntrack util-linux)
 		if [ -n "$missing" ]; then
 			echo "installing$missing"
-			apt-get update -qq >/dev/null
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+			# shellcheck disable=SC2086 # word splitting of the package list is intended
+			install_packages $missing
 		fi
 		for s in scripts/e2e-prereqs.sh scripts/egress-prereqs.sh; do
 			if [ -x "$s" ]; then "$s"; fi
@@ -51,6 +51,7 @@ else
 fi
 
 echo "== gofmt"
+# shellcheck disable=SC2046 # one argument per file is intended
 bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.git/*'))
 if [ -n "$bad" ]; then
 	echo "gofmt would change:" >&2
@@ -63,6 +64,7 @@ echo "== go vet"
 
 echo "== go test -race (unit, end-to-end, kernel differential)"
 pkgs=$("$GO" list ./... | grep -v '/test/conformance$')
+# shellcheck disable=SC2086 # one argument per package is intended
 "$GO" test -race -count=1 -timeout "$TEST_TIMEOUT" $pkgs
 
 echo "== conformance suite (Linux nf_conntrack vs. the router)"
