@@ -15,36 +15,22 @@ test=${1:?usage: ab-router.sh tcp1|tcp4|udp64|cps N [router|tunfwd]}
 n=${2:-3}
 fwd=${3:-router}
 here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib/bench.sh
+. "$here/scripts/lib/bench.sh"
 bench=${RB_BENCH_DIR:-/work/shared/bench}
 export RB_PREFIX=${RB_PREFIX:-ab} RB_WORK=${RB_WORK:-/tmp/routerbench}
 set -a; eval "$("$bench/topo.sh" env)"; set +a
 export RB_TOPOLOGY=tun RB_BIN=$RB_WORK/bin
 log=${TMPDIR:-/tmp}/ab-router.$RB_PREFIX.log
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]+"${pids[@]}"}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
-  sleep 1
-  for p in "${pids[@]+"${pids[@]}"}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
-  "$bench/topo.sh" down || true
-}
-trap cleanup EXIT
-bg() { setsid timeout 600 "$@" >>"$log" 2>&1 & pids+=("$!"); }
-
-"$bench/topo.sh" down
-"$bench/topo.sh" up tun
 case $fwd in
-  router) bg ip netns exec "$RB_NS_R" "$here/scripts/bench-router.sh" ;;
-  tunfwd) bg ip netns exec "$RB_NS_R" "$RB_BIN/tunfwd" -offload=true -mtu "$RB_MTU" -max-runtime 600s ;;
+  router) fwdcmd=("$here/scripts/bench-router.sh") ;;
+  tunfwd) fwdcmd=("$RB_BIN/tunfwd" -offload=true -mtu "$RB_MTU" -max-runtime 600s) ;;
   *) echo "ab-router: unknown forwarder $fwd" >&2; exit 2 ;;
 esac
-"$bench/topo.sh" tun-config
-bg ip netns exec "$RB_NS_B" iperf3 -s -B "$RB_ADDR_B"
-bg ip netns exec "$RB_NS_B" "$RB_BIN/connrate" -server -listen "$RB_ADDR_B:5300" -max-runtime 600s
-ip netns exec "$RB_NS_A" "$RB_BIN/connrate" -connect "$RB_ADDR_B:5300" -probe 10s
+start_tun_topology "$log" 600 "${fwdcmd[@]}"
 gbit='import json,sys; d=json.load(sys.stdin); print("%.2f Gbit/s" % (d["end"]["sum_received"]["bits_per_second"]/1e9))'
 kpps='import json,sys; d=json.load(sys.stdin); r=d["end"]["sum_received"]; s=d["end"]["sum_sent"]; print("recv %.1f kpps sent %.1f kpps" % ((r["packets"]-r["lost_packets"])/r["seconds"]/1e3, s["packets"]/s["seconds"]/1e3))'
-for i in $(seq 1 "$n"); do
+for _ in $(seq 1 "$n"); do
   sleep 1
   case $test in
     tcp1)  ip netns exec "$RB_NS_A" iperf3 -c "$RB_ADDR_B" -t 5 -O 1 -J | python3 -c "$gbit" ;;

@@ -30,30 +30,21 @@
 #   ROUTER_PPROF      address for net/http/pprof (see bench-router.sh)
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${ROUTER_BIN:-$here/bin/router}
-if [ ! -x "$bin" ]; then
-  (cd "$here" && go build -o "$bin" ./cmd/router)
-fi
-
-for v in RB_NS_A_PATH RB_TUN_A RB_EGRESS_ADDR RB_EGRESS_GW; do
-  if [ -z "${!v:-}" ]; then
-    echo "bench-router-egress: $v is not set (run me through bench/run.sh -T egress -R)" >&2
-    exit 2
-  fi
-done
+# shellcheck source-path=SCRIPTDIR source=lib/bench.sh
+. "$(dirname "$0")/lib/bench.sh"
+bin=$(router_binary)
+require_env "bench/run.sh -T egress -R" RB_NS_A_PATH RB_TUN_A RB_EGRESS_ADDR RB_EGRESS_GW
 if [ "${RB_TOPOLOGY:-}" != egress ]; then
-  echo "bench-router-egress: topology ${RB_TOPOLOGY:-?} is not supported here (see scripts/bench-router.sh)" >&2
-  exit 2
+  bench_fail "topology ${RB_TOPOLOGY:-?} is not supported here (see scripts/bench-router.sh)"
 fi
 if [ "${RB_EGRESS_HOST:-127.0.0.1}" != 127.0.0.1 ]; then
-  echo "bench-router-egress: RB_EGRESS_HOST must be 127.0.0.1 (the egress maps its gateway to the host's loopback)" >&2
-  exit 2
+  bench_fail "RB_EGRESS_HOST must be 127.0.0.1 (the egress maps its gateway to the host's loopback)"
 fi
 net=${RB_EGRESS_NET:-10.0.2.0/24}
 
 conf=${ROUTER_CONF_OUT:-$(mktemp /tmp/bench-router-egress.XXXXXX.toml)}
-cat >"$conf" <<CONF
+{
+  cat <<CONF
 # Written by scripts/bench-router-egress.sh for the benchmark harness.
 [router]
 workers = ${ROUTER_WORKERS:-0}
@@ -78,30 +69,11 @@ queues = ${ROUTER_EGRESS_QUEUES:-0}
 to = "0.0.0.0/0"
 device = "egress"
 
-[conntrack]
-checksum = ${ROUTER_CHECKSUM:-true}
-
-[chains.forward]
-policy = "drop"
-
-[[chains.forward.rules]]
-ct_state = ["established", "related"]
-action = "accept"
-
-[[chains.forward.rules]]
-ct_state = "invalid"
-action = "drop"
-
-[[chains.forward.rules]]
-ct_state = "new"
-action = "accept"
 CONF
+  forward_chain_conf
+} >"$conf"
 
-if [ -n "${ROUTER_PPROF:-}" ]; then
-  export ROUTER_PPROF
-fi
 if [ "${ROUTER_SPLIT_GSO:-}" = 1 ]; then
   export ROUTER_SPLIT_GSO
 fi
-echo "bench-router-egress: $bin run --config $conf" >&2
-exec "$bin" run --config "$conf"
+exec_router "$bin" "$conf"

@@ -33,25 +33,17 @@
 #                    at every start)
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${ROUTER_BIN:-$here/bin/router}
-if [ ! -x "$bin" ]; then
-  (cd "$here" && go build -o "$bin" ./cmd/router)
-fi
-
-for v in RB_NS_A_PATH RB_NS_B_PATH RB_TUN_A RB_TUN_B RB_NET_A RB_NET_B; do
-  if [ -z "${!v:-}" ]; then
-    echo "bench-router: $v is not set (run me through bench/run.sh -R)" >&2
-    exit 2
-  fi
-done
+# shellcheck source-path=SCRIPTDIR source=lib/bench.sh
+. "$(dirname "$0")/lib/bench.sh"
+bin=$(router_binary)
+require_env "bench/run.sh -R" RB_NS_A_PATH RB_NS_B_PATH RB_TUN_A RB_TUN_B RB_NET_A RB_NET_B
 if [ "${RB_TOPOLOGY:-tun}" != tun ]; then
-  echo "bench-router: topology ${RB_TOPOLOGY} is not supported here (see scripts/bench-router-egress.sh)" >&2
-  exit 2
+  bench_fail "topology ${RB_TOPOLOGY} is not supported here (see scripts/bench-router-egress.sh)"
 fi
 
 conf=${ROUTER_CONF_OUT:-${TMPDIR:-/tmp}/bench-router.$RB_TUN_A.toml}
-cat >"$conf" <<CONF
+{
+  cat <<CONF
 # Written by scripts/bench-router.sh for the benchmark harness.
 [router]
 workers = ${ROUTER_WORKERS:-0}
@@ -82,27 +74,8 @@ device = "${RB_TUN_A}"
 to = "${RB_NET_B}"
 device = "${RB_TUN_B}"
 
-[conntrack]
-checksum = ${ROUTER_CHECKSUM:-true}
-
-[chains.forward]
-policy = "drop"
-
-[[chains.forward.rules]]
-ct_state = ["established", "related"]
-action = "accept"
-
-[[chains.forward.rules]]
-ct_state = "invalid"
-action = "drop"
-
-[[chains.forward.rules]]
-ct_state = "new"
-action = "accept"
 CONF
+  forward_chain_conf
+} >"$conf"
 
-if [ -n "${ROUTER_PPROF:-}" ]; then
-  export ROUTER_PPROF
-fi
-echo "bench-router: $bin run --config $conf" >&2
-exec "$bin" run --config "$conf"
+exec_router "$bin" "$conf"

@@ -15,6 +15,8 @@ test=${1:?usage: profile-router.sh tcp1|tcp4|udp64|cps [SECONDS] [OUT]}
 secs=${2:-10}
 out=${3:-/tmp/router-$test.pprof}
 here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib/bench.sh
+. "$here/scripts/lib/bench.sh"
 bench=${RB_BENCH_DIR:-/work/shared/bench}
 export RB_PREFIX=${RB_PREFIX:-pp}
 work=${RB_WORK:-/tmp/routerbench}
@@ -23,24 +25,7 @@ connrate=$work/bin/connrate
 set -a; eval "$("$bench/topo.sh" env)"; set +a
 export RB_TOPOLOGY=tun RB_BIN=$work/bin ROUTER_PPROF=127.0.0.1:6060
 
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]+"${pids[@]}"}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
-  sleep 1
-  for p in "${pids[@]+"${pids[@]}"}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
-  "$bench/topo.sh" down || true
-}
-trap cleanup EXIT
-bg() { setsid timeout 300 "$@" >>"/tmp/profile-router.$RB_PREFIX.log" 2>&1 & pids+=("$!"); }
-
-"$bench/topo.sh" down
-"$bench/topo.sh" up tun
-bg ip netns exec "$RB_NS_R" "$here/scripts/bench-router.sh"
-"$bench/topo.sh" tun-config
-bg ip netns exec "$RB_NS_B" iperf3 -s -B "$RB_ADDR_B"
-bg ip netns exec "$RB_NS_B" "$connrate" -server -listen "$RB_ADDR_B:5300" -max-runtime 300s
-ip netns exec "$RB_NS_A" "$connrate" -connect "$RB_ADDR_B:5300" -probe 10s
+start_tun_topology "/tmp/profile-router.$RB_PREFIX.log" 300 "$here/scripts/bench-router.sh"
 sleep 1
 run=$((secs + 4))
 case $test in
