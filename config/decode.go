@@ -122,9 +122,11 @@ func (d *decoder) decodeValue(path string, v any, rv reflect.Value) {
 		nv := reflect.New(rv.Type().Elem())
 		n := len(d.c.errs)
 		d.decodeValue(path, v, nv.Elem())
-		if len(d.c.errs) == n {
-			// Only a value that decoded counts as set: a wrong type is
-			// reported once, not again as an out-of-range zero.
+		if len(d.c.errs) == n || nv.Elem().Kind() == reflect.Struct {
+			// A scalar that did not decode is left unset: its wrong type is
+			// reported once, not again as an out-of-range zero. A table is
+			// kept whatever its keys did, so that the checks of its other
+			// keys still run and report.
 			rv.Set(nv)
 		}
 	case reflect.Struct:
