@@ -69,6 +69,10 @@ func cmdRun(args []string) int {
 // explain adds what to do about the common setup errors.
 func explain(err error) string {
 	msg := err.Error()
+	if strings.Contains(msg, "hint:") {
+		// The device layer already said what to do.
+		return msg
+	}
 	switch {
 	case errors.Is(err, tundev.ErrNoTUN):
 		msg += "\n  /dev/net/tun is missing: load the tun module (modprobe tun) or, in a container, pass the device (--device /dev/net/tun)"
