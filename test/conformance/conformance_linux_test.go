@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunrouter/router/test/routertest"
 	"github.com/tunrouter/router/tundev/tundevtest"
 )
 
@@ -68,7 +69,9 @@ func TestConformance(t *testing.T) {
 	}
 	bin := os.Getenv(envRouter)
 	if bin == "" {
-		bin = buildRouter(t, t.TempDir())
+		if bin, err = routertest.Build(t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	start := time.Now()
 	k := newKernelRunner(t)

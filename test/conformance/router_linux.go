@@ -1,21 +1,18 @@
 package conformance
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tunrouter/router/test/routertest"
 	"github.com/tunrouter/router/tundev/tundevtest"
 )
 
@@ -33,19 +30,6 @@ type routerRunner struct {
 	ns     [2]string
 	nsPath [2]string
 	seq    int
-}
-
-// buildRouter builds cmd/router into dir.
-func buildRouter(tb testing.TB, dir string) string {
-	tb.Helper()
-	bin := filepath.Join(dir, "router")
-	root := moduleRoot(tb)
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/router")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("go build ./cmd/router: %v\n%s", err, out)
-	}
-	return bin
 }
 
 func moduleRoot(tb testing.TB) string {
@@ -72,29 +56,15 @@ func (r *routerRunner) config(s *Scenario) string {
 
 // daemon is one running router process.
 type daemon struct {
-	cmd    *exec.Cmd
-	stderr *lockedBuffer
-	trace  string
-	exited chan struct{}
-	sock   [2]*pktSock
-	caps   [2]chan captured
+	*routertest.Process
+	trace string
+	sock  [2]*pktSock
+	caps  [2]chan captured
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+// exitError describes the daemon's unexpected exit.
+func (d *daemon) exitError() error {
+	return fmt.Errorf("router exited: %v\n%s", d.Cmd.ProcessState, d.Output())
 }
 
 // start writes the configuration and starts the daemon, then waits until
@@ -106,14 +76,11 @@ func (r *routerRunner) start(s *Scenario) (*daemon, error) {
 	if err := os.WriteFile(cfg, []byte(r.config(s)), 0o644); err != nil {
 		return nil, err
 	}
-	d := &daemon{stderr: &lockedBuffer{}, trace: trace, exited: make(chan struct{})}
-	d.cmd = exec.Command(r.bin, "run", "--config", cfg, "--trace", trace)
-	d.cmd.Stdout = d.stderr
-	d.cmd.Stderr = d.stderr
-	if err := d.cmd.Start(); err != nil {
+	p, err := routertest.Start("router", exec.Command(r.bin, "run", "--config", cfg, "--trace", trace), syscall.SIGTERM)
+	if err != nil {
 		return nil, err
 	}
-	go func() { d.cmd.Wait(); close(d.exited) }()
+	d := &daemon{Process: p, trace: trace}
 	deadline := time.Now().Add(10 * time.Second)
 	for i := range 2 {
 		for {
@@ -133,14 +100,14 @@ func (r *routerRunner) start(s *Scenario) (*daemon, error) {
 				break
 			}
 			select {
-			case <-d.exited:
+			case <-d.Done():
 				d.close()
-				return nil, fmt.Errorf("router exited: %v\n%s", d.cmd.ProcessState, d.stderr)
+				return nil, d.exitError()
 			case <-time.After(10 * time.Millisecond):
 			}
 			if time.Now().After(deadline) {
 				d.stop()
-				return nil, fmt.Errorf("router devices not up after 10 s (%v)\n%s", err, d.stderr)
+				return nil, fmt.Errorf("router devices not up after 10 s (%v)\n%s", err, d.Output())
 			}
 		}
 		d.caps[i] = make(chan captured, 1024)
@@ -148,17 +115,9 @@ func (r *routerRunner) start(s *Scenario) (*daemon, error) {
 	}
 	// The devices are up before the pipeline reads them; wait for the
 	// daemon to say it runs.
-	for !strings.Contains(d.stderr.String(), "router running") {
-		select {
-		case <-d.exited:
-			d.close()
-			return nil, fmt.Errorf("router exited: %v\n%s", d.cmd.ProcessState, d.stderr)
-		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			d.stop()
-			return nil, fmt.Errorf("router not running after 10 s\n%s", d.stderr)
-		}
+	if err := d.WaitRunning("", time.Until(deadline)); err != nil {
+		d.stop()
+		return nil, fmt.Errorf("router: %v\n%s", err, d.Output())
 	}
 	return d, nil
 }
@@ -174,13 +133,7 @@ func (d *daemon) close() {
 // stop ends the daemon (SIGTERM, then SIGKILL after 5 s).
 func (d *daemon) stop() {
 	d.close()
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(5 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.exited
-	}
+	d.Stop(5 * time.Second)
 }
 
 // Run plays s through a fresh daemon.
@@ -190,7 +143,7 @@ func (r *routerRunner) Run(s *Scenario) ([]Outcome, error) {
 		return nil, err
 	}
 	defer d.stop()
-	tail := &traceTail{path: d.trace}
+	tail := &traceTail{file: routertest.TraceFile{Path: d.trace}}
 	out := make([]Outcome, len(s.Packets))
 	sigs := make([]sig, len(s.Packets))
 	lines := make([]*traceLine, len(s.Packets))
@@ -288,43 +241,27 @@ func (r *routerRunner) one(d *daemon, tail *traceTail, p Packet, want sig) (deli
 			} else if time.Since(traced) > waitDelivered {
 				return false, false, line, nil
 			}
-		case <-d.exited:
-			return false, false, nil, fmt.Errorf("router exited: %v\n%s", d.cmd.ProcessState, d.stderr)
+		case <-d.Done():
+			return false, false, nil, d.exitError()
 		case <-deadline:
 			return false, false, nil, fmt.Errorf("no capture and no trace record after 3 s\n%s", tail.dump())
 		}
 	}
 }
 
-// traceTail reads a growing JSON-lines trace file.
+// traceTail reads the daemon's growing trace file.
 type traceTail struct {
-	path    string
-	off     int64
-	partial []byte
-	lines   []*traceLine
+	file  routertest.TraceFile
+	lines []*traceLine
 }
 
+// poll reads the records appended since the last poll. The file may not
+// be there yet, and a line that is not a record is skipped (not a
+// packet's).
 func (t *traceTail) poll() {
-	f, err := os.Open(t.path)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	if _, err := f.Seek(t.off, io.SeekStart); err != nil {
-		return
-	}
-	data, _ := io.ReadAll(f)
-	t.off += int64(len(data))
-	data = append(t.partial, data...)
-	last := bytes.LastIndexByte(data, '\n')
-	t.partial = append([]byte(nil), data[last+1:]...)
-	sc := bufio.NewScanner(bytes.NewReader(data[:last+1]))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var l traceLine
-		if json.Unmarshal(sc.Bytes(), &l) == nil {
-			t.lines = append(t.lines, &l)
-		}
+	recs, _ := t.file.Read()
+	for _, rec := range recs {
+		t.lines = append(t.lines, &traceLine{TraceRecord: rec})
 	}
 }
 
@@ -360,7 +297,7 @@ func (t *traceTail) wait(s sig, d time.Duration) *traceLine {
 }
 
 func (t *traceTail) dump() string {
-	data, _ := os.ReadFile(t.path)
+	data, _ := os.ReadFile(t.file.Path)
 	if len(data) > 8000 {
 		data = data[len(data)-8000:]
 	}

@@ -1,37 +1,15 @@
 package conformance
 
-import "github.com/tunrouter/router/packet"
+import (
+	"github.com/tunrouter/router/packet"
+	"github.com/tunrouter/router/test/routertest"
+)
 
 // traceLine is one record of the daemon's trace file.
 type traceLine struct {
-	In       *string `json:"in"`
-	Out      *string `json:"out"`
-	Family   int     `json:"family"`
-	Proto    string  `json:"proto"`
-	Src      string  `json:"src"`
-	Dst      string  `json:"dst"`
-	Len      int     `json:"len"`
-	IPID     uint32  `json:"ipid"`
-	SPort    int     `json:"sport"`
-	DPort    int     `json:"dport"`
-	ICMPType int     `json:"icmp_type"`
-	ICMPCode int     `json:"icmp_code"`
-	ICMPID   int     `json:"icmp_id"`
-	Flags    string  `json:"flags"`
-	Seq      uint32  `json:"seq"`
-	Ack      uint32  `json:"ack"`
-	Payload  int     `json:"payload"`
-	Ct       string  `json:"ct"`
-	State    string  `json:"state"`
-	Reason   string  `json:"reason"`
-	Status   string  `json:"status"`
-	TCPState string  `json:"tcp_state"`
-	Chain    string  `json:"chain"`
-	Rule     int     `json:"rule"`
-	Verdict  string  `json:"verdict"`
-	Why      string  `json:"why"`
+	routertest.TraceRecord
 
-	used bool
+	used bool // matched with a packet
 }
 
 // sig is the part of a trace record that identifies the packet.
@@ -49,12 +27,8 @@ type sig struct {
 }
 
 func (l *traceLine) sig() sig {
-	in := ""
-	if l.In != nil {
-		in = *l.In
-	}
-	return sig{in: in, family: l.Family, proto: l.Proto, src: l.Src, dst: l.Dst, flags: l.Flags,
-		length: l.Len, ipid: l.IPID, sport: l.SPort, dport: l.DPort, icmpType: l.ICMPType,
+	return sig{in: l.InDev(), family: l.Family, proto: l.Proto, src: l.Src, dst: l.Dst, flags: l.Flags,
+		length: l.Len, ipid: l.IPID, sport: int(l.Sport), dport: int(l.Dport), icmpType: l.ICMPType,
 		icmpCode: l.ICMPCode, icmpID: l.ICMPID, seq: l.Seq, ack: l.Ack, payload: l.Payload}
 }
 

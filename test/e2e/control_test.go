@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tunrouter/router/control"
+	"github.com/tunrouter/router/test/routertest"
 )
 
 // events follows `router ct -E -o json`.
@@ -65,7 +66,7 @@ func followEvents(t *testing.T, r *router) *events {
 // wait waits until an event satisfies match.
 func (e *events) wait(timeout time.Duration, match func(control.Event) bool) (control.Event, bool) {
 	var found control.Event
-	ok := waitFor(timeout, func() bool {
+	ok := routertest.WaitFor(timeout, func() bool {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		for _, ev := range e.evs {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tunrouter/router/control"
+	"github.com/tunrouter/router/test/routertest"
 	"github.com/tunrouter/router/tundev/tundevtest"
 )
 
@@ -91,8 +92,8 @@ func startVsftpd(t *testing.T, r *router, bin string) *ftpServer {
 	})
 	// Ready when it greets a client (from inside its own namespace).
 	var banner string
-	ok := waitFor(5*time.Second, func() bool {
-		if s.proc.exited() {
+	ok := routertest.WaitFor(5*time.Second, func() bool {
+		if s.proc.Exited() {
 			return false
 		}
 		c, err := dialIn(r.server, "tcp", net.JoinHostPort(serverV4, "21"), time.Second)
@@ -106,7 +107,7 @@ func startVsftpd(t *testing.T, r *router, bin string) *ftpServer {
 		return strings.HasPrefix(banner, "220")
 	})
 	if !ok {
-		t.Fatalf("vsftpd not serving after 5 s (exited: %v, banner %q):\n%s", s.proc.exited(), banner, s.proc.out.String())
+		t.Fatalf("vsftpd not serving after 5 s (exited: %v, banner %q):\n%s", s.proc.Exited(), banner, s.proc.Output())
 	}
 	return s
 }

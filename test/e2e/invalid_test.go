@@ -12,6 +12,7 @@ import (
 
 	"github.com/tunrouter/router/packet"
 	"github.com/tunrouter/router/packet/packettest"
+	"github.com/tunrouter/router/test/routertest"
 )
 
 // INVALID reasons (conntrack.Reason texts, stable).
@@ -85,7 +86,7 @@ func TestInvalidPackets(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				if !waitFor(3*time.Second, func() bool { return capt.count(tcpMatch(ctlSrc, server, 0xff, packet.SYN)) > 0 }) {
+				if !routertest.WaitFor(3*time.Second, func() bool { return capt.count(tcpMatch(ctlSrc, server, 0xff, packet.SYN)) > 0 }) {
 					t.Fatal("the control SYN injected after the SYN|FIN did not reach the server")
 				}
 				time.Sleep(200 * time.Millisecond)
@@ -109,7 +110,7 @@ func TestInvalidPackets(t *testing.T) {
 				// The highest sequence number the server acknowledged: the
 				// ack of its echo segment, as the router saw it.
 				echoes := r.waitTrace(t, "the server's echo", func(x traceRec) bool {
-					return x.Proto == "tcp" && x.Src == f.server && x.Dport == src.Port() && x.Payload > 0 && x.hasFlag("ACK")
+					return x.Proto == "tcp" && x.Src == f.server && x.Dport == src.Port() && x.Payload > 0 && x.HasFlag("ACK")
 				})
 				maxAck := echoes[len(echoes)-1].Ack
 				for _, tc := range []struct {
@@ -151,7 +152,7 @@ func TestInvalidPackets(t *testing.T) {
 			}
 		})
 	}
-	if !strings.Contains(r.out.String(), "DROP INVALID: ") {
+	if !strings.Contains(r.proc.Output(), "DROP INVALID: ") {
 		t.Errorf("the router logged no line with the INVALID rule's prefix")
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tunrouter/router/test/routertest"
 )
 
 // iperfResult is the part of iperf3's -J output the test reads.
@@ -36,12 +38,12 @@ func TestIperf3(t *testing.T) {
 	r := startRouter(t, routerConfig{Forward: gatewayRules})
 	const port = 5201
 	srv := startProc(t, r.server, tools["iperf3"], "-s", "-1", "-p", strconv.Itoa(port))
-	listening := waitFor(5*time.Second, func() bool {
+	listening := routertest.WaitFor(5*time.Second, func() bool {
 		out, _, err := r.server.run(5*time.Second, tools["ss"], "-Hltn", "sport = :"+strconv.Itoa(port))
 		return err == nil && strings.TrimSpace(out) != ""
 	})
 	if !listening {
-		t.Fatalf("iperf3 server not listening after 5 s (exited: %v):\n%s", srv.exited(), srv.out.String())
+		t.Fatalf("iperf3 server not listening after 5 s (exited: %v):\n%s", srv.Exited(), srv.Output())
 	}
 	out, errOut, err := r.client.run(30*time.Second, tools["iperf3"], "-c", serverV4, "-p", strconv.Itoa(port), "-t", "5", "-J")
 	var res iperfResult

@@ -3,20 +3,18 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/tunrouter/router/test/routertest"
 	"github.com/tunrouter/router/tundev/tundevtest"
 )
 
@@ -45,12 +43,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	routerBin = filepath.Join(dir, "router")
-	// The package directory is the working directory of a test binary run
-	// by go test; the module around it holds cmd/router.
-	cmd := exec.Command(goTool(), "build", "-o", routerBin, "github.com/tunrouter/router/cmd/router")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/router: %v\n%s", err, out)
+	if routerBin, err = routertest.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
 	return m.Run()
@@ -82,47 +76,8 @@ var (
 )
 
 // sweepStale removes the namespaces and temporary directories of earlier
-// runs of this package whose process is gone (killed before its cleanups
-// ran: a -timeout panic, SIGKILL). Namespaces that still hold processes
-// are left alone.
-func sweepStale() {
-	dead := func(name string, re *regexp.Regexp) bool {
-		m := re.FindStringSubmatch(name)
-		if m == nil {
-			return false
-		}
-		pid, err := strconv.Atoi(m[1])
-		return err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH
-	}
-	if os.Geteuid() == 0 {
-		if ents, err := os.ReadDir("/run/netns"); err == nil {
-			for _, e := range ents {
-				if !dead(e.Name(), staleNetns) {
-					continue
-				}
-				if pids, err := exec.Command("ip", "netns", "pids", e.Name()).Output(); err != nil || len(bytes.TrimSpace(pids)) > 0 {
-					continue
-				}
-				exec.Command("ip", "netns", "del", e.Name()).Run()
-			}
-		}
-	}
-	if ents, err := os.ReadDir(os.TempDir()); err == nil {
-		for _, e := range ents {
-			if e.IsDir() && dead(e.Name(), staleTemp) {
-				os.RemoveAll(filepath.Join(os.TempDir(), e.Name()))
-			}
-		}
-	}
-}
-
-// goTool is the go command of the toolchain that built this test.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
-}
+// runs of this package whose process is gone.
+func sweepStale() { routertest.SweepStale(staleNetns, staleTemp) }
 
 // toolPackages names the Debian package that provides each tool the tests
 // run (scripts/e2e-prereqs.sh installs them all).

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tunrouter/router/test/routertest"
 )
 
 // rejectPort is a forward rule that refuses new TCP connections to port.
@@ -85,10 +87,10 @@ func TestReload(t *testing.T) {
 
 	t.Run("SIGHUP", func(t *testing.T) {
 		r.writeConfig(t, rulesWith(rejectPort(ruleA, portA)))
-		if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		if err := r.proc.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		if !waitFor(5*time.Second, func() bool { return hasRule(t, ruleA) }) {
+		if !routertest.WaitFor(5*time.Second, func() bool { return hasRule(t, ruleA) }) {
 			t.Fatalf("`router rules` has no rule %q 5 s after SIGHUP", ruleA)
 		}
 		expect(t, "after SIGHUP", false, true)
@@ -117,13 +119,13 @@ func TestReload(t *testing.T) {
 		pos := regexp.MustCompile(regexp.QuoteMeta(r.cfgPath) + ":" + strconv.Itoa(line) + `:\d+: .*70000`)
 		r.writeConfigText(t, text)
 
-		logBefore := len(r.out.String())
-		if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		logBefore := len(r.proc.Output())
+		if err := r.proc.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
 		var logged string
-		if !waitFor(5*time.Second, func() bool {
-			logged = r.out.String()[logBefore:]
+		if !routertest.WaitFor(5*time.Second, func() bool {
+			logged = r.proc.Output()[logBefore:]
 			return strings.Contains(logged, "reload failed")
 		}) {
 			t.Fatalf("no \"reload failed\" in the router's log 5 s after SIGHUP with a broken file; it logged:\n%s", logged)
@@ -159,11 +161,11 @@ func TestReload(t *testing.T) {
 		for i := range 20 {
 			time.Sleep(50 * time.Millisecond)
 			r.writeConfig(t, rulesWith(rejectPort(ruleB, portB)+rejectPort(fmt.Sprintf("burst %d", i), 1000+i)))
-			if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			if err := r.proc.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if !waitFor(5*time.Second, func() bool { return hasRule(t, "burst 19") }) {
+		if !routertest.WaitFor(5*time.Second, func() bool { return hasRule(t, "burst 19") }) {
 			t.Fatalf("the last rule set of the burst is not running after 5 s:\n%s", r.mustCtl(t, "rules"))
 		}
 		sent, recv := fast.stop()

@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tunrouter/router/control"
+	"github.com/tunrouter/router/test/routertest"
 	"github.com/tunrouter/router/tundev/tundevtest"
 )
 
@@ -204,22 +203,7 @@ func (n netns) run(timeout time.Duration, args ...string) (stdout, stderr string
 
 // syncBuffer is a bytes.Buffer safe for a child process's output and the
 // test reading it concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = routertest.SyncBuffer
 
 // router is a running router process.
 type router struct {
@@ -229,15 +213,12 @@ type router struct {
 	cfgPath        string
 	sock           string
 	trace          string
-	cmd            *exec.Cmd
-	out            syncBuffer // standard output and error
-	done           chan struct{}
-	waitErr        error
+	proc           *routertest.Process // its output: standard output and error
 	stopped        bool
 
 	traceMu   sync.Mutex
-	traceOff  int64      // bytes of the trace file parsed so far
-	traceRecs []traceRec // the records parsed so far
+	traceFile routertest.TraceFile // the part parsed so far
+	traceRecs []traceRec           // the records parsed so far
 }
 
 // startRouter creates a client and a server namespace, starts the router
@@ -246,42 +227,26 @@ type router struct {
 // its devices and socket is checked then. Its output is logged if t fails.
 func startRouter(t *testing.T, cfg routerConfig) *router {
 	t.Helper()
-	r := &router{t: t, cfg: cfg, done: make(chan struct{})}
+	r := &router{t: t, cfg: cfg}
 	r.client.name, r.client.path = tundevtest.NewNetns(t, "e2e-c")
 	r.server.name, r.server.path = tundevtest.NewNetns(t, "e2e-s")
 	dir := tempDir(t, "router") // configuration, control socket, trace
 	r.cfgPath = filepath.Join(dir, "router.toml")
 	r.sock = filepath.Join(dir, "ctl.sock")
 	r.trace = filepath.Join(dir, "trace.jsonl")
+	r.traceFile.Path = r.trace
 	r.writeConfig(t, cfg)
 
-	r.cmd = exec.Command(routerBin, "run", "--config", r.cfgPath)
-	r.cmd.Stdout, r.cmd.Stderr = &r.out, &r.out
 	// If the test binary dies, the router still stops cleanly (and
 	// removes its devices).
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := r.cmd.Start(); err != nil {
-		t.Fatalf("start router: %v", err)
+	var err error
+	r.proc, err = routertest.Start("router", exec.Command(routerBin, "run", "--config", r.cfgPath), syscall.SIGTERM)
+	if err != nil {
+		t.Fatal(err)
 	}
-	go func() { r.waitErr = r.cmd.Wait(); close(r.done) }()
 	t.Cleanup(r.cleanup)
-
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("unix", r.sock); err == nil {
-			c.Close()
-			if strings.Contains(r.out.String(), "router running") {
-				break
-			}
-		}
-		select {
-		case <-r.done:
-			t.Fatalf("router exited during start: %v", r.waitErr)
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("router's control socket %s not answering after 10 s", r.sock)
-		}
+	if err := r.proc.WaitRunning(r.sock, 10*time.Second); err != nil {
+		t.Fatalf("router: %v", err)
 	}
 	return r
 }
@@ -294,12 +259,7 @@ func (r *router) writeConfig(t testing.TB, cfg routerConfig) {
 
 func (r *router) writeConfigText(t testing.TB, text string) {
 	t.Helper()
-	// Write and rename, so that a reload never reads half a file.
-	tmp := r.cfgPath + ".tmp"
-	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, r.cfgPath); err != nil {
+	if err := routertest.WriteConfig(r.cfgPath, text); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -309,7 +269,7 @@ func (r *router) cleanup() {
 		r.stop(r.t)
 	}
 	if r.t.Failed() {
-		r.t.Logf("router output:\n%s", r.out.String())
+		r.t.Logf("router output:\n%s", r.proc.Output())
 		if r.cfg.Trace {
 			r.t.Logf("last trace records:\n%s", r.traceTail(30))
 		}
@@ -326,19 +286,12 @@ func (r *router) stop(t testing.TB) time.Duration {
 	t.Helper()
 	r.stopped = true
 	start := time.Now()
-	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Errorf("SIGTERM: %v", err)
-	}
-	select {
-	case <-r.done:
-	case <-time.After(exitWait):
-		t.Errorf("router still running %v after SIGTERM; killing it", exitWait)
-		r.cmd.Process.Kill()
-		<-r.done
+	if err := r.proc.Stop(exitWait); err != nil {
+		t.Errorf("router %v", err)
 	}
 	took := time.Since(start)
-	if r.waitErr != nil {
-		t.Errorf("router exit after SIGTERM: %v (want status 0)", r.waitErr)
+	if err := r.proc.Err(); err != nil {
+		t.Errorf("router exit after SIGTERM: %v (want status 0)", err)
 	}
 	for _, d := range []struct {
 		ns  netns
@@ -356,14 +309,7 @@ func (r *router) stop(t testing.TB) time.Duration {
 }
 
 // running reports whether the router process is still alive.
-func (r *router) running() bool {
-	select {
-	case <-r.done:
-		return false
-	default:
-		return true
-	}
-}
+func (r *router) running() bool { return !r.proc.Exited() }
 
 // ctl runs the router's command-line client against its control socket.
 func (r *router) ctl(args ...string) (stdout, stderr string, err error) {
@@ -458,52 +404,8 @@ func (r *router) rule(t testing.TB, chain, comment string) (row ruleRow, ok bool
 	return ruleRow{}, false
 }
 
-// traceRec is one line of the router's trace (pipeline.TraceRecord's
-// JSON form).
-type traceRec struct {
-	Time     int64   `json:"t"`
-	Worker   int     `json:"worker"`
-	In       *string `json:"in"`
-	Out      *string `json:"out"`
-	Family   int     `json:"family"`
-	Proto    string  `json:"proto"`
-	Src      string  `json:"src"`
-	Dst      string  `json:"dst"`
-	Sport    uint16  `json:"sport"`
-	Dport    uint16  `json:"dport"`
-	Flags    string  `json:"flags"`
-	Seq      uint32  `json:"seq"`
-	Ack      uint32  `json:"ack"`
-	Payload  int     `json:"payload"`
-	Ct       string  `json:"ct"`
-	State    string  `json:"state"`
-	Reason   string  `json:"reason"`
-	Status   string  `json:"status"`
-	TCPState string  `json:"tcp_state"`
-	Chain    string  `json:"chain"`
-	Rule     int     `json:"rule"`
-	Verdict  string  `json:"verdict"`
-}
-
-func (x traceRec) in() string  { return strOr(x.In) }
-func (x traceRec) out() string { return strOr(x.Out) }
-
-func strOr(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
-}
-
-// hasFlag reports whether the TCP flags (like "SYN|ACK") include f.
-func (x traceRec) hasFlag(f string) bool {
-	for _, g := range strings.Split(x.Flags, "|") {
-		if g == f {
-			return true
-		}
-	}
-	return false
-}
+// traceRec is one line of the router's trace.
+type traceRec = routertest.TraceRecord
 
 // traceRecords returns every record of the trace file so far. It parses
 // only what was appended since the last call (the file grows by whole
@@ -512,28 +414,10 @@ func (r *router) traceRecords(t testing.TB) []traceRec {
 	t.Helper()
 	r.traceMu.Lock()
 	defer r.traceMu.Unlock()
-	f, err := os.Open(r.trace)
+	recs, err := r.traceFile.Read()
+	r.traceRecs = append(r.traceRecs, recs...)
 	if err != nil {
 		t.Fatalf("trace: %v", err)
-	}
-	defer f.Close()
-	if _, err := f.Seek(r.traceOff, io.SeekStart); err != nil {
-		t.Fatalf("trace: %v", err)
-	}
-	data, err := io.ReadAll(f)
-	if err != nil {
-		t.Fatalf("trace: %v", err)
-	}
-	for line := range bytes.Lines(data) {
-		if !bytes.HasSuffix(line, []byte("\n")) {
-			break // a line being written: next time
-		}
-		var x traceRec
-		if err := json.Unmarshal(line, &x); err != nil {
-			t.Fatalf("trace line %q: %v", line, err)
-		}
-		r.traceRecs = append(r.traceRecs, x)
-		r.traceOff += int64(len(line))
 	}
 	return r.traceRecs[:len(r.traceRecs):len(r.traceRecs)]
 }
@@ -571,18 +455,4 @@ func (r *router) traceTail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// waitFor polls cond every 20 ms until it holds or timeout passes.
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -35,8 +35,8 @@ func TestSIGTERM(t *testing.T) {
 
 	took := r.stop(t)
 	t.Logf("router exited %v after SIGTERM", took.Round(time.Millisecond))
-	if !strings.Contains(r.out.String(), "pipeline stopped") {
-		t.Errorf("the router did not log its shutdown (\"pipeline stopped\"):\n%s", r.out.String())
+	if !strings.Contains(r.proc.Output(), "pipeline stopped") {
+		t.Errorf("the router did not log its shutdown (\"pipeline stopped\"):\n%s", r.proc.Output())
 	}
 	// The stream got through until the end.
 	s.abort()

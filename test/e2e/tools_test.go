@@ -13,78 +13,29 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/tunrouter/router/packet"
+	"github.com/tunrouter/router/test/routertest"
 	"github.com/tunrouter/router/tundev/tundevtest"
 )
 
 // proc is a background process the test started (a server in a
 // namespace). It runs in its own process group, so that stopping it also
 // ends the children it forked (vsftpd's sessions).
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  syncBuffer
-	done chan struct{}
-	err  error
-}
+type proc = routertest.Process
 
 // startProc starts args inside ns in the background and stops it (its
-// process group, by id) when t ends; its output is logged if t failed.
+// process group: SIGTERM, then SIGKILL after 3 s) when t ends; its output
+// is logged if t failed.
 func startProc(t *testing.T, ns netns, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: args[0], cmd: ns.command(args...), done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", args[0], err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			t.Logf("%s output:\n%s", p.name, p.out.String())
-		}
-	})
-	return p
-}
-
-// stop ends the process group: SIGTERM, then SIGKILL after 3 s.
-func (p *proc) stop() {
-	pgid := p.cmd.Process.Pid // Setpgid: the group id is the leader's pid
-	select {
-	case <-p.done:
-		// The leader is gone; end any children left in its group.
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		return
-	default:
-	}
-	syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(3 * time.Second):
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		<-p.done
-	}
-	syscall.Kill(-pgid, syscall.SIGKILL)
-}
-
-// exited reports whether the process has ended.
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	return routertest.StartT(t, args[0], ns.command(args...), 3*time.Second)
 }
 
 // randomFile writes n random bytes into dir/name and returns their

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunrouter/router/test/routertest"
 	"github.com/tunrouter/router/tundev/tundevtest"
 )
 
@@ -172,7 +173,7 @@ func checkPingRelayed(t *testing.T, w *world, c *client) {
 	}
 	set("0 2147483647")
 	// The relay tries ping sockets again a few seconds after a refusal.
-	ok := waitFor(20*time.Second, func() bool {
+	ok := routertest.WaitFor(20*time.Second, func() bool {
 		out, err := c.run("ping", "-n", "-c", "1", "-W", "2", hostAddr)
 		return err == nil && strings.Contains(out, " 0% packet loss")
 	})
@@ -196,11 +197,11 @@ routes = ["0.0.0.0/0"]`, c.netns, clientAddr), ""))
 	if out, err := c.run("ip", "-br", "addr", "show", "tun0"); err != nil || !strings.Contains(out, clientAddr) {
 		t.Fatalf("tun0 in the client namespace: %v\n%s", err, out)
 	}
-	if fi, err := os.Stat(fmt.Sprintf("/proc/%d", w.router.cmd.Process.Pid)); err != nil || fi.Sys() == nil {
+	if fi, err := os.Stat(fmt.Sprintf("/proc/%d", w.router.Pid())); err != nil || fi.Sys() == nil {
 		t.Fatal("router not running")
 	}
 	t.Run("router-is-unprivileged", func(t *testing.T) {
-		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", w.router.cmd.Process.Pid))
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", w.router.Pid()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -238,16 +239,16 @@ routes = ["0.0.0.0/0"]`, sock, clientAddr), "")
 		t.Fatal(err)
 	}
 	r := startProc(t, "router", w.asUser(routerBin, "run", "--config", path))
-	if !waitFor(10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil || r.exited() }) || r.exited() {
-		t.Fatalf("the router does not wait on its launcher socket:\n%s", r.out.String())
+	if !routertest.WaitFor(10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil || r.Exited() }) || r.Exited() {
+		t.Fatalf("the router does not wait on its launcher socket:\n%s", r.Output())
 	}
 	l := startProc(t, "launcher", w.asUser("unshare", "--user", "--map-root-user", "--net",
 		routerBin, "tun-launch", "--socket", sock, "--", "sleep", "3600"))
-	if !waitFor(20*time.Second, func() bool { return r.exited() || strings.Contains(r.out.String(), "router running") }) || r.exited() {
-		t.Fatalf("router did not start:\n%s\nlauncher:\n%s", r.out.String(), l.out.String())
+	if err := r.WaitRunning("", 20*time.Second); err != nil {
+		t.Fatalf("router did not start (%v):\n%s\nlauncher:\n%s", err, r.Output(), l.Output())
 	}
 	w.router = r
-	c := &client{w: w, pid: l.cmd.Process.Pid, holding: l, netns: fmt.Sprintf("/proc/%d/ns/net", l.cmd.Process.Pid)}
+	c := &client{w: w, pid: l.Pid(), holding: l, netns: fmt.Sprintf("/proc/%d/ns/net", l.Pid())}
 	w.client = c
 	if _, err := os.Stat(sock); err == nil {
 		t.Error("the launcher socket is still there")
@@ -283,8 +284,8 @@ addresses = ["%s/24"]`, clientAddr), "")
 	cmd.ExtraFiles = []*os.File{f}
 	r := startProc(t, "router", cmd)
 	f.Close() // the router has it now
-	if !waitFor(20*time.Second, func() bool { return r.exited() || strings.Contains(r.out.String(), "router running") }) || r.exited() {
-		t.Fatalf("router did not start:\n%s", r.out.String())
+	if err := r.WaitRunning("", 20*time.Second); err != nil {
+		t.Fatalf("router did not start (%v):\n%s", err, r.Output())
 	}
 	w.router = r
 	t.Run("http", func(t *testing.T) { checkHTTP(t, c, s) })

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tunrouter/router/test/routertest"
 )
 
 // TestLauncherOutsideUserNamespace: `router tun-launch` started without
@@ -25,8 +27,8 @@ addresses = ["%s/24"]`, sock, clientAddr), "")
 		t.Fatal(err)
 	}
 	r := startProc(t, "router", w.asUser(routerBin, "run", "--config", path))
-	if !waitFor(10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil || r.exited() }) || r.exited() {
-		t.Fatalf("the router does not wait on its launcher socket:\n%s", r.out.String())
+	if !routertest.WaitFor(10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil || r.Exited() }) || r.Exited() {
+		t.Fatalf("the router does not wait on its launcher socket:\n%s", r.Output())
 	}
 	out, err := w.asUser(routerBin, "tun-launch", "--socket", sock, "--", "true").CombinedOutput()
 	if err == nil {
@@ -36,11 +38,11 @@ addresses = ["%s/24"]`, sock, clientAddr), "")
 	if !strings.Contains(string(out), want) {
 		t.Errorf("tun-launch's error does not say how to run it (%q):\n%s", want, out)
 	}
-	if !waitFor(10*time.Second, r.exited) {
+	if !routertest.WaitFor(10*time.Second, r.Exited) {
 		t.Fatal("the router still runs after its launcher failed")
 	}
-	if !strings.Contains(r.out.String(), want) || r.err == nil {
-		t.Errorf("the router's error (%v) does not relay the launcher's:\n%s", r.err, r.out.String())
+	if !strings.Contains(r.Output(), want) || r.Err() == nil {
+		t.Errorf("the router's error (%v) does not relay the launcher's:\n%s", r.Err(), r.Output())
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tunrouter/router/test/routertest"
 	"github.com/tunrouter/router/tundev/tundevtest"
 )
 
@@ -118,7 +119,7 @@ func (w *world) startVsftpd() *ftpServer {
 		}
 	})
 	var banner string
-	if !waitFor(5*time.Second, func() bool {
+	if !routertest.WaitFor(5*time.Second, func() bool {
 		c, err := dialIn(w.hostPath, "tcp4", "127.0.0.1:21", time.Second)
 		if err != nil {
 			return false
@@ -129,7 +130,7 @@ func (w *world) startVsftpd() *ftpServer {
 		fmt.Fprintf(c, "QUIT\r\n")
 		return strings.HasPrefix(banner, "220")
 	}) {
-		t.Fatalf("vsftpd not serving (banner %q):\n%s", banner, s.proc.out.String())
+		t.Fatalf("vsftpd not serving (banner %q):\n%s", banner, s.proc.Output())
 	}
 	return s
 }

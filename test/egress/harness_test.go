@@ -3,7 +3,6 @@
 package egress
 
 import (
-	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,12 +16,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tunrouter/router/test/routertest"
 	"github.com/tunrouter/router/tundev/tundevtest"
 )
 
@@ -73,88 +71,13 @@ func requirements(t *testing.T) {
 	}
 }
 
-// syncBuffer is an io.Writer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// proc is a background process, stopped (its process group, by id) when
-// the test ends.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  syncBuffer
-	done chan struct{}
-	err  error
-}
+// proc is a background process, stopped (its process group: SIGTERM,
+// then SIGKILL after 5 s) when the test ends.
+type proc = routertest.Process
 
 func startProc(t *testing.T, name string, cmd *exec.Cmd) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = &p.out, &p.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			t.Logf("%s output:\n%s", name, p.out.String())
-		}
-	})
-	return p
-}
-
-// stop ends the process group: SIGTERM, then SIGKILL after 5 s.
-func (p *proc) stop() {
-	if p.exited() {
-		return
-	}
-	pgid := p.cmd.Process.Pid
-	syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		<-p.done
-	}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// waitFor polls cond every 50 ms for up to d.
-func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return routertest.StartT(t, name, cmd, 5*time.Second)
 }
 
 // world is one test's setup: the host namespace with its servers, the
@@ -230,18 +153,18 @@ func (c *client) run(args ...string) (string, error) {
 func (w *world) unshareClient() *client {
 	w.t.Helper()
 	p := startProc(w.t, "unshare", w.asUser("unshare", "--user", "--map-root-user", "--net", "sleep", "3600"))
-	c := &client{w: w, pid: p.cmd.Process.Pid, holding: p}
+	c := &client{w: w, pid: p.Pid(), holding: p}
 	// ip netns exec → setpriv → unshare: all exec, the pid stays; wait
 	// until it is in its own user namespace.
-	if !waitFor(5*time.Second, func() bool {
+	if !routertest.WaitFor(5*time.Second, func() bool {
 		a, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", c.pid))
 		b, _ := os.Readlink("/proc/self/ns/user")
-		return a != "" && a != b && !p.exited()
+		return a != "" && a != b && !p.Exited()
 	}) {
-		if strings.Contains(p.out.String(), "Operation not permitted") || strings.Contains(p.out.String(), "No space left") {
-			tundevtest.SkipOrFail(w.t, "user namespaces are not available to %s: %s", w.user.name, p.out.String())
+		if strings.Contains(p.Output(), "Operation not permitted") || strings.Contains(p.Output(), "No space left") {
+			tundevtest.SkipOrFail(w.t, "user namespaces are not available to %s: %s", w.user.name, p.Output())
 		}
-		w.t.Fatalf("unshare did not start: %s", p.out.String())
+		w.t.Fatalf("unshare did not start: %s", p.Output())
 	}
 	c.netns = fmt.Sprintf("/proc/%d/ns/net", c.pid)
 	w.client = c
@@ -346,10 +269,8 @@ func (w *world) startRouter(conf string) *proc {
 		w.t.Fatal(err)
 	}
 	p := startProc(w.t, "router", w.asUser(routerBin, "run", "--config", path))
-	if !waitFor(20*time.Second, func() bool {
-		return p.exited() || strings.Contains(p.out.String(), "router running")
-	}) || p.exited() {
-		w.t.Fatalf("router did not start (%v):\n%s", p.err, p.out.String())
+	if err := p.WaitRunning("", 20*time.Second); err != nil {
+		w.t.Fatalf("router did not start (%v):\n%s", err, p.Output())
 	}
 	w.router = p
 	return p

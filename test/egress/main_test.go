@@ -5,15 +5,11 @@ package egress
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
-	"runtime"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
+
+	"github.com/tunrouter/router/test/routertest"
 )
 
 // routerBin is the router binary built by TestMain, in a directory every
@@ -37,10 +33,8 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	os.Chmod(dir, 0o755)
-	routerBin = filepath.Join(dir, "router")
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", routerBin, "github.com/tunrouter/router/cmd/router")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "egress e2e: go build ./cmd/router: %v\n%s", err, out)
+	if routerBin, err = routertest.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "egress e2e:", err)
 		return 1
 	}
 	os.Chmod(routerBin, 0o755)
@@ -54,26 +48,7 @@ var staleNetns = regexp.MustCompile(`^eg[hc]-(\d+)-\d+$`)
 
 // sweepStale deletes the namespaces of earlier runs whose process is gone
 // (killed before its cleanups ran) and that no process uses any more.
-func sweepStale() {
-	ents, err := os.ReadDir("/run/netns")
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		m := staleNetns.FindStringSubmatch(e.Name())
-		if m == nil {
-			continue
-		}
-		pid, err := strconv.Atoi(m[1])
-		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
-			continue
-		}
-		if pids, err := exec.Command("ip", "netns", "pids", e.Name()).Output(); err != nil || len(strings.TrimSpace(string(pids))) > 0 {
-			continue
-		}
-		exec.Command("ip", "netns", "del", e.Name()).Run()
-	}
-}
+func sweepStale() { routertest.SweepStale(staleNetns, nil) }
 
 // The mode /dev/net/tun had before a test made it usable by the test
 // user (restored at the end of the run).
